@@ -27,7 +27,7 @@ export-check: setup
 	@echo "nbdev_export: switch_sae/ is in step with nbs/"
 
 test: export-check
-	$(BIN)/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/pytest -q tests
 
 clean:

@@ -15,8 +15,14 @@ from .switch import SwitchSAE, switch_reference
 from .checkpoint import load_sae, CheckpointError
 from .train import train, Trainer, build_sae, NonFiniteError
 from .evaluate import evaluate_reconstruction
+from .config import PRESETS, preset
+from .activations import ActivationConfig, ActivationStore, CachedActivations, cache_activations, load_lm
+from .lm_eval import evaluate_lm, splice_metrics
+from . import tiny_lm
 
 __all__ = ["SwitchSAEConfig", "SyntheticConfig", "SyntheticData", "feature_recovery", "routing_purity",
            "l2_loss", "lb_loss", "fve", "expert_load", "router_entropy",
            "TopKSAE", "SAEBase", "EncoderOutput", "SAEOutput", "geometric_median", "SwitchSAE", "switch_reference",
-           "load_sae", "CheckpointError", "train", "Trainer", "build_sae", "NonFiniteError", "evaluate_reconstruction"]
+           "load_sae", "CheckpointError", "train", "Trainer", "build_sae", "NonFiniteError", "evaluate_reconstruction",
+           "PRESETS", "preset", "ActivationConfig", "ActivationStore", "CachedActivations", "cache_activations", "load_lm",
+           "evaluate_lm", "splice_metrics", "tiny_lm"]

@@ -4,18 +4,23 @@
 
 # %% ../nbs/20_cli.ipynb 3
 from __future__ import annotations
-import argparse, dataclasses, datetime, inspect, json, re, sys, time, typing
+import argparse, dataclasses, datetime, inspect, itertools, json, re, sys, typing
 from pathlib import Path
 from typing import List, Optional
 import torch
-from .config import SwitchSAEConfig
+from .config import SwitchSAEConfig, PRESETS, preset
 from .data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
-from .train import train, prepare_out_dir, latest_checkpoint, NonFiniteError
+from .train import train, prepare_out_dir, NonFiniteError
+from .checkpoint import load_sae, atomic_write_text
 from .evaluate import evaluate_reconstruction
-from .report import plot_training, plot_expert_load, write_report
+from .report import plot_training, plot_expert_load, plot_lm_eval, write_report
+from .activations import (ActivationConfig, ActivationStore, CachedActivations, cache_activations,
+                                    load_lm, text_stream, token_contexts)
+from .lm_eval import evaluate_lm
 
 # %% auto 0
-__all__ = ['add_dataclass_args', 'dataclass_from_args', 'synthetic_source', 'run_train', 'make_parser', 'main']
+__all__ = ['add_dataclass_args', 'given_args', 'dataclass_from_args', 'SyntheticSource', 'LMSource', 'make_source', 'finish_run',
+           'run_train', 'run_eval', 'make_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb
 def _field_comments(cls) -> dict:
@@ -24,8 +29,7 @@ def _field_comments(cls) -> dict:
     return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+)\s*:[^=\n]+=[^#\n]+#\s*(.+)$", src, re.M)}
 
 def _parse_optional(typ):
-    def parse(s):
-        return None if s.lower() == "none" else typ(s)
+    def parse(s): return None if s.lower() == "none" else typ(s)
     parse.__name__ = typ.__name__
     return parse
 
@@ -35,77 +39,192 @@ def add_dataclass_args(parser, cls, prefix: str = "", skip=()):
     for f in dataclasses.fields(cls):
         if f.name in skip: continue
         flag, dest, typ = "--" + (prefix + f.name).replace("_", "-"), prefix + f.name, hints[f.name]
-        h = f"{helps.get(f.name, '')} (default: {f.default})"
-        if typ is bool:
-            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=f.default, help=h)
+        kw = dict(dest=dest, default=argparse.SUPPRESS, help=f"{helps.get(f.name, '')} (default: {f.default})")
+        if typ is bool: parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(typ) is typing.Union:
             inner = [a for a in typing.get_args(typ) if a is not type(None)][0]
-            parser.add_argument(flag, dest=dest, type=_parse_optional(inner), default=f.default, help=h, metavar=inner.__name__.upper())
-        else:
-            parser.add_argument(flag, dest=dest, type=typ, default=f.default, help=h, metavar=typ.__name__.upper())
+            parser.add_argument(flag, type=_parse_optional(inner), metavar=inner.__name__.upper(), **kw)
+        else: parser.add_argument(flag, type=typ, metavar=typ.__name__.upper(), **kw)
 
-def dataclass_from_args(cls, args, prefix: str = "", **overrides):
-    "Build `cls` from the parsed flags that `add_dataclass_args` added."
-    kw = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
-    return cls(**{**kw, **overrides})
+def given_args(cls, args, prefix: str = "") -> dict:
+    "The fields of `cls` that were given as flags."
+    return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
+
+def dataclass_from_args(cls, args, prefix: str = "", **defaults):
+    "Build `cls` from `defaults`, overridden by the flags given."
+    return cls(**{**defaults, **given_args(cls, args, prefix)})
 
 # %% ../nbs/20_cli.ipynb
-def synthetic_source(cfg: SwitchSAEConfig, syn: SyntheticConfig, eval_tokens: int):
-    "Training stream, held-out batches and extra metrics for synthetic data."
-    data = SyntheticData(syn, device=cfg.torch_device, dtype=cfg.torch_dtype)
-    x_eval, cluster, _ = data.batch(eval_tokens, seed=cfg.seed + 10_000, index=0)   # a stream training never uses
-    def extra(sae):
-        with torch.no_grad(): expert = torch.cat([sae.encode(x).expert for x in x_eval.split(4096)])
-        return dict(feature_recovery=feature_recovery(sae.W_dec, data.features), routing_purity=routing_purity(expert, cluster))
-    return (lambda start: data.batches(cfg.batch_size, seed=cfg.seed + 1, start=start)), list(x_eval.split(4096)), extra
+class SyntheticSource:
+    "Synthetic activations with known features (`01_data`)."
+    def __init__(self, cfg: SwitchSAEConfig, syn: SyntheticConfig, eval_tokens: int):
+        self.cfg, self.syn, self.eval_tokens = cfg, syn, eval_tokens
+        self.data = SyntheticData(syn, device=cfg.torch_device, dtype=cfg.torch_dtype)
 
-def run_train(args) -> dict:
-    if args.data != "synthetic":
-        raise SystemExit(f"--data {args.data!r} is not known: use 'synthetic'.")
-    cfg = dataclass_from_args(SwitchSAEConfig, args)
-    syn = dataclass_from_args(SyntheticConfig, args, prefix="syn_", d_in=cfg.d_in)
-    out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    out = prepare_out_dir(out, args.resume, args.overwrite)
-    batches, eval_batches, extra = synthetic_source(cfg, syn, args.eval_tokens)
-    print(f"training a {cfg.arch} SAE (N={cfg.n_latents}, E={cfg.n_experts if cfg.arch == 'switch' else 1}, k={cfg.k}) "
-          f"on synthetic data for {cfg.steps} steps of {cfg.batch_size}; writing to {out}")
-    try: tr = train(cfg, batches, out=out, resume=args.resume, progress=not args.no_progress)
-    except NonFiniteError as e: raise SystemExit(f"error: {e}")
-    m = evaluate_reconstruction(tr.model, eval_batches)
-    m.update(extra(tr.model))
+    def batches(self, start: int):
+        return self.data.batches(self.cfg.batch_size, seed=self.cfg.seed + 1, start=start)
+
+    def evaluate(self, sae) -> dict:
+        x, cluster, _ = self.data.batch(self.eval_tokens, seed=self.cfg.seed + 10_000, index=0)  # never used in training
+        x = x.to(sae.W_dec.device, sae.W_dec.dtype)
+        m = evaluate_reconstruction(sae, x.split(4096))
+        with torch.no_grad(): expert = torch.cat([sae.encode(b).expert for b in x.split(4096)])
+        return dict(m, feature_recovery=feature_recovery(sae.W_dec, self.data.features),
+                    routing_purity=routing_purity(expert, cluster))
+
+    def describe(self) -> dict:
+        return dict(kind="synthetic", synthetic=dataclasses.asdict(self.syn), seed=self.cfg.seed, eval_tokens=self.eval_tokens)
+
+    def summary(self, m) -> str:
+        s = self.syn
+        return (f"Data: synthetic ({s.n_clusters} clusters, each an anchor feature and {s.features_per_cluster} sparse "
+                f"features, {s.n_active} active per sample); evaluated on {m['eval_tokens']} held-out samples.")
+
+class LMSource:
+    "A language model's activations at a hook point (`11_activations`), evaluated inside the model (`12_lm_eval`)."
+    def __init__(self, cfg: SwitchSAEConfig, act: ActivationConfig, eval_tokens: int, eval_dataset=None,
+                 eval_split=None, cache=None, lm=None):
+        self.cfg, self.act, self.eval_tokens, self.cache = cfg, act, eval_tokens, cache
+        self.eval_dataset = eval_dataset or act.dataset
+        self.eval_split = eval_split or ("heldout" if self.eval_dataset == "stdlib" else act.split)
+        self.lm = lm or load_lm(act.model, device=str(act.torch_device))
+
+    def batches(self, start: int):
+        store = ActivationStore(self.act, self.lm)
+        if self.cache is not None:
+            cache_activations(store, self.cache, self.cfg.steps * self.cfg.batch_size)
+            store = CachedActivations(self.cache, self.act)
+        return itertools.islice(iter(store), start, None)   # a resumed run replays the stream up to `start`
+
+    def held_out(self) -> torch.Tensor:
+        "Held-out token contexts, [n, ctx_len]."
+        n = max(1, self.eval_tokens // self.act.ctx_len)
+        bos = self.lm.bos if self.act.prepend_bos else None
+        ctxs = list(itertools.islice(token_contexts(text_stream(self.eval_dataset, self.eval_split), self.lm.encode,
+                                                    self.act.ctx_len, bos), n))
+        if not ctxs: raise ValueError(f"no held-out text in {self.eval_dataset!r} (split {self.eval_split!r}); pass --eval-dataset.")
+        return torch.tensor(ctxs)
+
+    def evaluate(self, sae) -> dict:
+        return evaluate_lm(sae, self.lm.model, self.held_out(), self.act.hook_name,
+                           skip_first=1 if self.act.prepend_bos else 0, batch_size=self.act.model_batch_size)
+
+    def describe(self) -> dict:
+        return dict(kind="lm", activations=dataclasses.asdict(self.act), eval_dataset=self.eval_dataset,
+                    eval_split=self.eval_split, eval_tokens=self.eval_tokens)
+
+    def summary(self, m) -> str:
+        a = self.act
+        model = "the shipped tiny LM" if a.model == "tiny" else a.model
+        return (f"Activations: `{a.hook_name}` of {model} on `{a.dataset}` ({a.split}), contexts of {a.ctx_len} tokens; "
+                f"evaluated on {m['eval_tokens']} held-out tokens of `{self.eval_dataset}` ({self.eval_split}).")
+
+# %% ../nbs/20_cli.ipynb
+def make_source(args, sae_kw: dict):
+    "The config and the activation source that the flags describe."
+    if args.data == "synthetic":
+        cfg = preset("synthetic", **sae_kw)
+        return cfg, SyntheticSource(cfg, dataclass_from_args(SyntheticConfig, args, prefix="syn_", d_in=cfg.d_in), args.eval_tokens)
+    if args.data != "lm":
+        raise ValueError(f"--data {args.data!r} is not known: use 'lm' (a language model's activations) or 'synthetic'.")
+    base = preset("lm", **{**sae_kw, "d_in": 1})            # the model's width is not known yet
+    act = dataclass_from_args(ActivationConfig, args, batch_size=base.batch_size, seed=base.seed,
+                              device=base.device, dtype=base.dtype)
+    lm = load_lm(act.model, device=str(act.torch_device))
+    d = lm.model.cfg.d_model
+    if sae_kw.get("d_in", d) != d:
+        raise ValueError(f"--d-in {sae_kw['d_in']} does not match the width of {act.hook_name} ({d}); drop --d-in.")
+    cfg = preset("lm", **{**sae_kw, "d_in": d})
+    return cfg, LMSource(cfg, act, args.eval_tokens, args.eval_dataset, args.eval_split, args.cache, lm)
+
+def _round(m: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if not isinstance(v, list)}
+
+def finish_run(out: Path, tr, src, cfg: SwitchSAEConfig, command: str) -> dict:
+    "Evaluate on held-out data, then write metrics.json, the plots and report.md."
+    m = src.evaluate(tr.model)
     m["eval_tokens"] = m.pop("tokens")
     m.update(steps=tr.step, tokens=tr.tokens, seconds=round(tr.seconds, 2))
-    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(m, indent=2))
     plot_training(tr.history, out / "training.png")
     plot_expert_load(m["expert_load"], out / "expert_load.png")
-    write_report(out, m, cfg.to_dict(), notes=[f"Data: synthetic ({syn.n_clusters} clusters, each an anchor feature and {syn.features_per_cluster} "
-                                                f"sparse features, {syn.n_active} active per sample). Command: `switch-sae {' '.join(sys.argv[1:]) if sys.argv[0].endswith('switch-sae') else 'train'}`"])
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k != "expert_load"}))
+    images = ["training.png", "expert_load.png"]
+    if "ce_loss_recovered" in m:
+        plot_lm_eval(m, out / "lm_eval.png"); images.append("lm_eval.png")
+    write_report(out, m, cfg.to_dict(), images=images, notes=[src.summary(m), "", f"Command: `{command}`"])
+    return m
+
+def run_train(args) -> dict:
+    "`switch-sae train`."
+    cfg, src = make_source(args, given_args(SwitchSAEConfig, args))
+    out = prepare_out_dir(Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")),
+                          args.resume, args.overwrite)
+    atomic_write_text(out / "data.json", json.dumps(src.describe(), indent=2))
+    E = cfg.n_experts if cfg.arch == "switch" else 1
+    print(f"training a {cfg.arch} SAE (d_in={cfg.d_in}, N={cfg.n_latents}, E={E}, k={cfg.k}) on {args.data} activations "
+          f"for {cfg.steps} steps of {cfg.batch_size}; writing to {out}", flush=True)
+    try: tr = train(cfg, src.batches, out=out, resume=args.resume, progress=not args.no_progress)
+    except NonFiniteError as e: raise SystemExit(f"error: {e}")
+    m = finish_run(out, tr, src, cfg, "switch-sae " + " ".join(args.argv))
+    print(json.dumps(_round(m)))
     print(f"wrote {out}/report.md")
+    return m
+
+# %% ../nbs/20_cli.ipynb
+def run_eval(args) -> dict:
+    "`switch-sae eval DIR`."
+    out = Path(args.dir)
+    sae = load_sae(out, device=args.device)
+    if not (out / "data.json").exists():
+        raise FileNotFoundError(f"{out} has no data.json: evaluate a folder written by `switch-sae train`.")
+    d = json.loads((out / "data.json").read_text())
+    tokens = args.eval_tokens or d["eval_tokens"]
+    if d["kind"] == "synthetic":
+        src = SyntheticSource(sae.cfg, SyntheticConfig(**d["synthetic"]), tokens)
+    else:
+        act = ActivationConfig(**{**d["activations"], "device": str(sae.W_dec.device)})
+        src = LMSource(sae.cfg, act, tokens, d["eval_dataset"], d["eval_split"])
+    m = src.evaluate(sae)
+    atomic_write_text(out / "eval.json", json.dumps(m, indent=2))
+    print(json.dumps(_round(m)))
+    print(f"wrote {out}/eval.json")
     return m
 
 # %% ../nbs/20_cli.ipynb
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switch-sae", description="Train and evaluate Switch Sparse Autoencoders.")
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train an SAE and write its folder and report",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--data", default="synthetic", help="activation source: 'synthetic'")
-    t.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
+    t = sub.add_parser("train", help="train an SAE and write its folder and report")
+    t.add_argument("--data", default="lm", help="'lm': a language model's activations (default: the shipped tiny LM); "
+                   "'synthetic': synthetic data with known features (default: lm)")
+    t.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--eval-tokens", type=int, default=16384, help="held-out activations for the metrics")
-    g = t.add_argument_group("SAE and training (SwitchSAEConfig)")
+    t.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for the metrics (default: 16384)")
+    g = t.add_argument_group("SAE and training (SwitchSAEConfig); with --data lm the defaults are overridden by the preset "
+                             + ", ".join(f"{k}={v}" for k, v in PRESETS["lm"].items()) + ", and d_in is the model's width")
     add_dataclass_args(g, SwitchSAEConfig)
-    s = t.add_argument_group("synthetic data (SyntheticConfig)")
+    a = t.add_argument_group("language-model activations (ActivationConfig), with --data lm")
+    add_dataclass_args(a, ActivationConfig, skip=("batch_size", "seed", "device", "dtype"))
+    a.add_argument("--cache", default=None, help="folder of an on-disk activation cache: made on first use, reused after")
+    a.add_argument("--eval-dataset", default=None, help="held-out text (default: --dataset, its 'heldout' split for stdlib)")
+    a.add_argument("--eval-split", default=None, help="split of the held-out text")
+    s = t.add_argument_group("synthetic data (SyntheticConfig), with --data synthetic")
     add_dataclass_args(s, SyntheticConfig, prefix="syn_", skip=("d_in",))
+    e = sub.add_parser("eval", help="evaluate a trained run folder again; writes DIR/eval.json")
+    e.add_argument("dir", help="run folder written by switch-sae train")
+    e.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default: as in training)")
+    e.add_argument("--device", default=None, help="device for the SAE and the model (default: as saved)")
     return p
 
 def main(argv: Optional[List[str]] = None):
     "The `switch-sae` console script."
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(argv)
+    args.argv = argv
     try:
         if args.command == "train": run_train(args)
+        elif args.command == "eval": run_eval(args)
     except (ValueError, FileExistsError, FileNotFoundError, PermissionError, NotADirectoryError, TypeError) as e:
         raise SystemExit(f"error: {e}")

@@ -12,7 +12,7 @@ import torch
 from fastcore.basics import patch
 
 # %% auto 0
-__all__ = ['ARCHS', 'DTYPES', 'SwitchSAEConfig']
+__all__ = ['ARCHS', 'DTYPES', 'PRESETS', 'SwitchSAEConfig', 'preset']
 
 # %% ../nbs/00_config.ipynb
 ARCHS = ("switch", "topk")
@@ -42,6 +42,8 @@ class SwitchSAEConfig:
     seed: int = 0              # seeds the initialisation (data streams take their own seed)
     device: str = "auto"       # "auto" = cuda when available, else cpu
     dtype: str = "float32"     # parameter dtype
+    autocast: Optional[str] = None  # None, "bfloat16" or "float16": mixed precision for the forward pass
+    compile: bool = False      # torch.compile the SAE's forward pass
     # --- bookkeeping ---
     log_every: int = 50        # steps between progress-bar / history updates
     ckpt_every: int = 500      # steps between checkpoints (0 = only at the end)
@@ -67,6 +69,8 @@ def validate(self: SwitchSAEConfig):
          f"ckpt_every must be an integer >= 0 (0 = checkpoint only at the end), got {self.ckpt_every!r}.")
     need(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}.")
     need(self.dtype in DTYPES, f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}.")
+    need(self.autocast in (None, "bfloat16", "float16"),
+         f"autocast must be None, 'bfloat16' or 'float16', got {self.autocast!r}.")
     if self.arch == "switch":
         need(self.n_latents % self.n_experts == 0,
              f"n_latents ({self.n_latents}) is not divisible by n_experts ({self.n_experts}): every expert "
@@ -108,6 +112,17 @@ def torch_device(self: SwitchSAEConfig) -> torch.device:
     "`device`, with 'auto' resolved to cuda when available."
     if self.device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(self.device)
+
+# %% ../nbs/00_config.ipynb
+PRESETS = {
+    "synthetic": {},
+    "lm": dict(n_latents=4096, n_experts=8, k=16, steps=3000, batch_size=1024, log_every=50, ckpt_every=500),
+}
+
+def preset(name: str, **overrides) -> SwitchSAEConfig:
+    "The config of the preset `name` ('synthetic' or 'lm'), with `overrides` applied."
+    if name not in PRESETS: raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}.")
+    return SwitchSAEConfig(**{**PRESETS[name], **overrides})
 
 # %% ../nbs/00_config.ipynb
 @patch

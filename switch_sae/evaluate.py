@@ -21,12 +21,17 @@ def evaluate_reconstruction(sae: SAEBase, batches: Iterable[torch.Tensor]) -> Di
     fired = torch.zeros(N, dtype=torch.bool, device=dev)
     load = torch.zeros(E, dtype=torch.float64, device=dev)
     psum = torch.zeros(E, dtype=torch.float64, device=dev)
+    e_err = torch.zeros(E, dtype=torch.float64, device=dev)       # per expert: squared error,
+    e_sx = torch.zeros(E, sae.cfg.d_in, dtype=torch.float64, device=dev)  # sum of x,
+    e_sxx = torch.zeros(E, dtype=torch.float64, device=dev)       # and sum of ||x||^2
     for x in batches:
         x = x.to(dev, sae.W_dec.dtype).reshape(-1, sae.cfg.d_in)
         out = sae(x); e = out.enc
         xd = x.double()
         sx = sx + xd.sum(0); sxx = sxx + xd.pow(2).sum()
-        err += (xd - out.x_hat.double()).pow(2).sum().item()
+        tok_err = (xd - out.x_hat.double()).pow(2).sum(-1)
+        err += tok_err.sum().item()
+        e_err.index_add_(0, e.expert, tok_err); e_sx.index_add_(0, e.expert, xd); e_sxx.index_add_(0, e.expert, xd.pow(2).sum(-1))
         active = e.top_acts != 0
         l0 += active.sum().item()
         fired[e.top_indices[active]] = True
@@ -37,5 +42,9 @@ def evaluate_reconstruction(sae: SAEBase, batches: Iterable[torch.Tensor]) -> Di
     if n == 0: raise ValueError("evaluate_reconstruction got no batches.")
     total_var = (sxx - sx.pow(2).sum() / n).item()
     f, P = load / n, psum / n
+    mu = sx / n   # each expert's tokens' variance about the global mean: sum ||x - mu||^2 over its tokens
+    e_var = e_sxx - 2 * (e_sx @ mu) + load * mu.pow(2).sum()
+    expert_fve = torch.where(load > 0, 1 - e_err / e_var.clamp_min(1e-30), torch.full_like(e_err, float("nan")))
     return dict(fve=1 - err / total_var, mse=err / n, l0=l0 / n, dead_frac=1 - fired.float().mean().item(),
-                expert_load=f.tolist(), lb_loss=(E * (f * P).sum()).item(), router_entropy=ent / n, tokens=n)
+                expert_load=f.tolist(), expert_fve=expert_fve.tolist(), lb_loss=(E * (f * P).sum()).item(),
+                router_entropy=ent / n, tokens=n)

@@ -11,7 +11,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 # %% auto 0
-__all__ = ['plot_training', 'plot_expert_load', 'write_report']
+__all__ = ['plot_training', 'plot_expert_load', 'plot_lm_eval', 'write_report']
 
 # %% ../nbs/09_report.ipynb
 def _smooth(v: Sequence[float], w: int) -> List[float]:
@@ -43,6 +43,20 @@ def plot_expert_load(load: Sequence[float], path=None, title="expert load (held-
     ax.bar(range(E), load, color="tab:blue")
     ax.axhline(1 / E, color="k", ls="--", lw=1, label="uniform 1/E")
     ax.set(title=title, xlabel="expert", ylabel="fraction of tokens"); ax.legend()
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=110)
+    return fig
+
+def plot_lm_eval(m: Dict, path=None):
+    "FVE per expert, and the language model's cross-entropy clean / with the SAE / zero-ablated."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 3.2)); a, b = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[2, 1]))
+    fv = m.get("expert_fve", [])
+    a.bar(range(len(fv)), fv, color="tab:green"); a.axhline(m["fve"], color="k", ls="--", lw=1, label=f"all tokens {m['fve']:.3f}")
+    a.set(title="FVE of the tokens routed to each expert", xlabel="expert", ylim=(min([0] + [v for v in fv if v == v]), 1)); a.legend(loc="lower right")
+    names, vals = ["clean", "SAE", "zero"], [m["ce_clean"], m["ce_sae"], m["ce_zero"]]
+    b.bar(names, vals, color=["tab:gray", "tab:blue", "tab:red"])
+    b.set(title=f"CE loss recovered {m['ce_loss_recovered']:.3f}", ylabel="cross-entropy (nats/token)")
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=110)
     return fig

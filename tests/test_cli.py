@@ -5,12 +5,12 @@ import pytest
 import torch
 from switch_sae import load_sae, SwitchSAE
 
-SMALL = ["--steps", "80", "--log-every", "20", "--ckpt-every", "40", "--no-progress", "--device", "cpu", "--eval-tokens", "4096"]
+SMALL = ["--data", "synthetic", "--steps", "80", "--log-every", "20", "--ckpt-every", "40", "--no-progress", "--device", "cpu", "--eval-tokens", "4096"]
 
 
 def test_train_writes_the_run_folder(cli, tmp_path):
     out = tmp_path / "run"
-    p = cli("train", "--data", "synthetic", "--out", str(out), *SMALL)
+    p = cli("train", "--out", str(out), *SMALL)
     assert "report.md" in p.stdout
     files = set(os.listdir(out))
     assert {"cfg.json", "model.safetensors", "metrics.json", "history.jsonl", "training.png", "expert_load.png",
@@ -52,7 +52,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     import signal, subprocess, sys, time
     exe = os.path.join(os.path.dirname(sys.executable), "switch-sae")
     a, b = tmp_path / "a", tmp_path / "b"
-    args = ["--steps", "3000", "--batch-size", "256", "--log-every", "50", "--ckpt-every", "500", "--no-progress",
+    args = ["--data", "synthetic", "--steps", "3000", "--batch-size", "256", "--log-every", "50", "--ckpt-every", "500", "--no-progress",
             "--device", "cpu", "--eval-tokens", "1024"]
     proc = subprocess.Popen([exe, "train", "--out", str(b), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -80,13 +80,15 @@ def test_topk_baseline(cli, tmp_path):
 
 @pytest.mark.parametrize("args,msg", [
     (["--n-latents", "500", "--n-experts", "16"], "not divisible by n_experts"),
-    (["--k", "100"], "larger than an expert's latents"),
+    (["--k", "1000"], "larger than an expert's latents"),
     (["--lb-alpha", "-1"], "lb_alpha must be >= 0"),
     (["--dtype", "float8"], "dtype must be one of"),
     (["--data", "imagenet"], "is not known"),
+    (["--d-in", "64"], "does not match the width"),
+    (["--dataset", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
 ])
 def test_bad_config_is_refused_before_work(cli, tmp_path, args, msg):
-    p = cli("train", "--out", str(tmp_path / "x"), "--no-progress", *args, check=False)
+    p = cli("train", "--out", str(tmp_path / "x"), "--no-progress", "--steps", "5", *args, check=False)
     assert p.returncode != 0
     assert msg in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
@@ -109,3 +111,42 @@ def test_help_lists_every_config_field(cli):
     h = cli("train", "--help").stdout
     for f in fields(SwitchSAEConfig):
         assert "--" + f.name.replace("_", "-") in h, f.name
+
+
+LM_SMALL = ["--steps", "40", "--n-latents", "512", "--batch-size", "256", "--n-ctxs", "64", "--no-progress",
+            "--device", "cpu", "--eval-tokens", "2048", "--log-every", "10"]
+
+
+def test_lm_run_and_eval(cli, tmp_path):
+    "The main job's path, small: tiny-LM activations, evaluation inside the model, report, then `eval`."
+    out = tmp_path / "lm"
+    cli("train", "--out", str(out), *LM_SMALL)
+    m = json.loads((out / "metrics.json").read_text())
+    for k in "fve mse l0 dead_frac expert_load lb_loss ce_loss_recovered delta_ce kl steps tokens seconds".split():
+        assert k in m, k
+    assert m["ce_zero"] > m["ce_sae"] > m["ce_clean"] - 0.05
+    assert abs(m["delta_ce"] - (m["ce_sae"] - m["ce_clean"])) < 1e-9
+    assert m["eval_tokens"] == 16 * 127            # 16 held-out contexts of 128 tokens, BOS rows left out
+    assert {"lm_eval.png", "report.md", "data.json"} <= set(os.listdir(out))
+    report = (out / "report.md").read_text()
+    assert "ce_loss_recovered" in report and "blocks.1.hook_resid_pre" in report
+    cli("eval", str(out))
+    ev = json.loads((out / "eval.json").read_text())
+    assert abs(ev["ce_loss_recovered"] - m["ce_loss_recovered"]) < 1e-6
+
+
+def test_lm_local_text_file_topk_and_cache(cli, tmp_path):
+    "A user's own text file, the dense TopK baseline, and an on-disk activation cache reused by a second run."
+    import inspect, switch_sae.train as t
+    text = tmp_path / "corpus.txt"
+    text.write_text(inspect.getsource(t) * 10)
+    cache = tmp_path / "cache"
+    args = [*LM_SMALL, "--dataset", str(text), "--cache", str(cache), "--eval-dataset", str(text)]
+    cli("train", "--out", str(tmp_path / "a"), "--arch", "topk", *args)
+    man = json.loads((cache / "manifest.json").read_text())
+    assert man["n_tokens"] >= 40 * 256 and man["hook"] == "blocks.1.hook_resid_pre"
+    stamp = (cache / "manifest.json").stat().st_mtime
+    cli("train", "--out", str(tmp_path / "b"), *args)
+    assert (cache / "manifest.json").stat().st_mtime == stamp     # reused, the model did not run again
+    ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert ma["expert_load"] == [1.0] and "ce_loss_recovered" in ma
