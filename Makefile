@@ -4,6 +4,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+# commands below run inside the project's environment, whatever environment the caller had active
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup run test export-check clean
 setup: $(VENV)/.installed

@@ -19,10 +19,13 @@ from .config import PRESETS, preset
 from .activations import ActivationConfig, ActivationStore, CachedActivations, cache_activations, load_lm
 from .lm_eval import evaluate_lm, splice_metrics
 from . import tiny_lm
+from .inspector import Inspector, RoutingInspector, demo_sae
+from .geometry import geometry_report, duplicated_features, encoder_clustering, expert_similarity
 
 __all__ = ["SwitchSAEConfig", "SyntheticConfig", "SyntheticData", "feature_recovery", "routing_purity",
            "l2_loss", "lb_loss", "fve", "expert_load", "router_entropy",
            "TopKSAE", "SAEBase", "EncoderOutput", "SAEOutput", "geometric_median", "SwitchSAE", "switch_reference",
            "load_sae", "CheckpointError", "train", "Trainer", "build_sae", "NonFiniteError", "evaluate_reconstruction",
            "PRESETS", "preset", "ActivationConfig", "ActivationStore", "CachedActivations", "cache_activations", "load_lm",
-           "evaluate_lm", "splice_metrics", "tiny_lm"]
+           "evaluate_lm", "splice_metrics", "tiny_lm", "Inspector", "RoutingInspector", "demo_sae",
+           "geometry_report", "duplicated_features", "encoder_clustering", "expert_similarity"]

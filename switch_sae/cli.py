@@ -4,7 +4,8 @@
 
 # %% ../nbs/20_cli.ipynb 3
 from __future__ import annotations
-import argparse, dataclasses, datetime, inspect, itertools, json, re, sys, typing
+import argparse, dataclasses, datetime, errno, inspect, itertools, json, re, sys, typing
+from safetensors import SafetensorError
 from pathlib import Path
 from typing import List, Optional
 import torch
@@ -88,6 +89,16 @@ class LMSource:
         self.eval_dataset = eval_dataset or act.dataset
         self.eval_split = eval_split or ("heldout" if self.eval_dataset == "stdlib" else act.split)
         self.lm = lm or load_lm(act.model, device=str(act.torch_device))
+        self._check_text(act.dataset, act.split, "--dataset")
+
+    def _check_text(self, dataset, split, flag):
+        "Fail before any work when the text cannot give one context (a missing, unreadable or tiny file)."
+        bos = self.lm.bos if self.act.prepend_bos else None
+        try: first = next(token_contexts(text_stream(dataset, split), self.lm.encode, self.act.ctx_len, bos), None)
+        except (OSError, UnicodeError) as e: raise ValueError(f"cannot read the text of {flag} {dataset!r}: {e}") from e
+        if first is None:
+            raise ValueError(f"{flag} {dataset!r} (split {split!r}) holds less text than one context of {self.act.ctx_len} "
+                             f"tokens; give more text or a smaller --ctx-len.")
 
     def batches(self, start: int):
         store = ActivationStore(self.act, self.lm)
@@ -157,14 +168,29 @@ def finish_run(out: Path, tr, src, cfg: SwitchSAEConfig, command: str) -> dict:
 def run_train(args) -> dict:
     "`switch-sae train`."
     cfg, src = make_source(args, given_args(SwitchSAEConfig, args))
-    out = prepare_out_dir(Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")),
-                          args.resume, args.overwrite)
-    atomic_write_text(out / "data.json", json.dumps(src.describe(), indent=2))
+    out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    try: out = prepare_out_dir(out, args.resume, args.overwrite)
+    except (FileExistsError, NotADirectoryError): raise
+    except OSError as e: raise SystemExit(f"error: cannot use --out {out}: {e.strerror or e}; choose a folder you can write to.")
+    described = src.describe()
+    if args.resume and (out / "data.json").exists():
+        before = json.loads((out / "data.json").read_text())
+        if any(before.get(k) != described.get(k) for k in ("kind", "activations", "synthetic", "seed")):
+            diff = sorted(k for k in set(before) | set(described)
+                          if not k.startswith("eval") and before.get(k) != described.get(k))
+            raise ValueError(f"cannot resume {out}: its activations came from another source ({', '.join(diff)} differ: "
+                             f"{ {k: before.get(k) for k in diff} }); resume with the same data flags, or start a new --out.")
+    atomic_write_text(out / "data.json", json.dumps(described, indent=2))
     E = cfg.n_experts if cfg.arch == "switch" else 1
     print(f"training a {cfg.arch} SAE (d_in={cfg.d_in}, N={cfg.n_latents}, E={E}, k={cfg.k}) on {args.data} activations "
           f"for {cfg.steps} steps of {cfg.batch_size}; writing to {out}", flush=True)
     try: tr = train(cfg, src.batches, out=out, resume=args.resume, progress=not args.no_progress)
     except NonFiniteError as e: raise SystemExit(f"error: {e}")
+    except (OSError, SafetensorError) as e:
+        if isinstance(e, SafetensorError) or getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
+            raise SystemExit(f"error: could not write a checkpoint in {out}: {e}. The checkpoints written before are intact "
+                             f"(in {out / 'checkpoints'}); free some space and continue with --resume.")
+        raise
     m = finish_run(out, tr, src, cfg, "switch-sae " + " ".join(args.argv))
     print(json.dumps(_round(m)))
     print(f"wrote {out}/report.md")

@@ -12,7 +12,7 @@ import torch
 from fastcore.basics import patch
 
 # %% auto 0
-__all__ = ['ARCHS', 'DTYPES', 'PRESETS', 'SwitchSAEConfig', 'preset']
+__all__ = ['ARCHS', 'DTYPES', 'PRESETS', 'SwitchSAEConfig', 'check_types', 'preset']
 
 # %% ../nbs/00_config.ipynb
 ARCHS = ("switch", "topk")
@@ -56,17 +56,33 @@ def _nearest_multiples(n, m):
     lo = (n // m) * m
     return [v for v in (lo, lo + m) if v > 0]
 
+def check_types(obj) -> None:
+    "Raise `ValueError` naming each dataclass field whose value is not of its annotated type."
+    import typing
+    for f in fields(obj):
+        v, typ = getattr(obj, f.name), typing.get_type_hints(type(obj))[f.name]
+        opt = typing.get_origin(typ) is typing.Union
+        if opt:
+            if v is None: continue
+            typ = [a for a in typing.get_args(typ) if a is not type(None)][0]
+        ok = (isinstance(v, bool) if typ is bool else
+              isinstance(v, int) and not isinstance(v, bool) if typ is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) if typ is float else
+              isinstance(v, typ))
+        if not ok:
+            raise ValueError(f"{f.name} must be {'None or ' if opt else ''}{'a finite ' if typ is float else 'a '}"
+                             f"{typ.__name__}, got {v!r}.")
+
 @patch
 def validate(self: SwitchSAEConfig):
     "Raise `ValueError` naming the field, the problem and a fix."
     def need(cond, msg):
         if not cond: raise ValueError(msg)
+    check_types(self)
     for f in ("d_in", "n_latents", "n_experts", "k", "batch_size", "steps", "log_every", "dead_tokens"):
         v = getattr(self, f)
-        need(isinstance(v, int) and not isinstance(v, bool) and v > 0,
-             f"{f} must be a positive integer, got {v!r}.")
-    need(isinstance(self.ckpt_every, int) and self.ckpt_every >= 0,
-         f"ckpt_every must be an integer >= 0 (0 = checkpoint only at the end), got {self.ckpt_every!r}.")
+        need(v > 0, f"{f} must be a positive integer, got {v!r}.")
+    need(self.ckpt_every >= 0, f"ckpt_every must be an integer >= 0 (0 = checkpoint only at the end), got {self.ckpt_every!r}.")
     need(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}.")
     need(self.dtype in DTYPES, f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}.")
     need(self.autocast in (None, "bfloat16", "float16"),
@@ -85,7 +101,6 @@ def validate(self: SwitchSAEConfig):
     need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}.")
     need(0 <= self.decay_frac <= 1, f"decay_frac must lie in [0, 1], got {self.decay_frac}.")
     need(self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}.")
-    need(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}.")
     need(self.device == "auto" or _valid_device(self.device),
          f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.")
 

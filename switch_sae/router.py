@@ -19,7 +19,8 @@ class Routing(NamedTuple):
 
 def route(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor, heaviside: bool = False) -> Routing:
     "Top-1 routing of `x` [B, d] among E experts; `W_router` [E, d], `b_router` [d]."
-    probs = F.softmax((x - b_router) @ W_router.T, dim=-1)
+    with torch.autocast(x.device.type, enabled=False):   # E*d FLOPs per token: keep the choice in full precision
+        probs = F.softmax((x - b_router).to(W_router.dtype) @ W_router.T, dim=-1)
     gate, expert = probs.max(dim=-1)
     if heaviside: gate = torch.ones_like(gate)
     return Routing(probs, expert, gate)
@@ -35,4 +36,5 @@ def group_by_expert(expert: torch.Tensor, n_experts: int) -> Groups:
     order = torch.argsort(expert, stable=True)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order), device=order.device)
-    return Groups(order, inverse, torch.bincount(expert, minlength=n_experts))
+    counts = torch.zeros(n_experts, dtype=torch.long, device=expert.device).index_add_(0, expert, torch.ones_like(expert))
+    return Groups(order, inverse, counts)

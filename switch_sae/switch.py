@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from .config import SwitchSAEConfig
 from .losses import l2_loss, lb_loss
 from .topk import SAEBase, EncoderOutput, SAEOutput, geometric_median
-from .router import route, group_by_expert
+from .router import route, group_by_expert, Groups
 
 # %% auto 0
-__all__ = ['grouped_matmul', 'SwitchSAE', 'switch_reference', 'check_against_reference']
+__all__ = ['grouped_matmul', 'expert_topk', 'RoutedEncoder', 'SwitchSAE', 'switch_reference', 'SwitchReference',
+           'check_against_reference']
 
 # %% ../nbs/05_switch.ipynb
 def _grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -37,7 +38,7 @@ def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, backe
         group = torch.repeat_interleave(torch.arange(G, device=x.device), counts, output_size=T)
         starts = torch.cumsum(counts, 0) - counts
         pos = torch.arange(T, device=x.device) - starts[group]
-        C = int(counts.max()) if T else 0
+        C = int(counts.max()) if T else 0   # the one host sync of this path
         buf = x.new_zeros(G, C, x.shape[1]).index_put((group, pos), x)
         return torch.bmm(buf, w)[group, pos]
     if backend == "loop":
@@ -45,9 +46,49 @@ def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, backe
     raise ValueError(f"unknown grouped_matmul backend {backend!r}: use 'auto', 'grouped_mm', 'padded' or 'loop'.")
 
 # %% ../nbs/05_switch.ipynb
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    "The dtype of the encoder's product: autocast's when autocast is on for `t`'s device, else `t`'s own."
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else t.dtype
+
+@torch.compiler.disable   # data-dependent group sizes; `torch.compile` runs it as it is, between compiled graphs
+def expert_topk(xc: torch.Tensor, W_enc: torch.Tensor, groups: Groups, expert: torch.Tensor, k: int,
+                backend: str = "auto"):
+    "TopK of `xc` [B, d] (centred tokens) among the latents of each token's expert -> (values, global indices) [B, k]."
+    E = groups.counts.shape[0]
+    M = W_enc.shape[0] // E
+    dt = _compute_dtype(xc)
+    with torch.autocast(xc.device.type, enabled=False):
+        W = W_enc.to(dt).view(E, M, -1).transpose(1, 2)                          # [E, d, M], no copy in float32
+        pre = grouped_matmul(xc.to(dt)[groups.order], W, groups.counts, backend)  # [B, M], tokens sorted by expert
+        vals, j = pre.topk(k, dim=-1, sorted=False)
+    inv = groups.inverse
+    return vals[inv].to(xc.dtype), j[inv] + expert[:, None] * M
+
+# %% ../nbs/05_switch.ipynb
+class RoutedEncoder(torch.autograd.Function):
+    "`expert_topk` with a backward that touches only the `k` selected latents of each token."
+    @staticmethod
+    def forward(ctx, xc, W_enc, groups, expert, k, backend):
+        vals, idx = expert_topk(xc, W_enc, groups, expert, k, backend)
+        ctx.save_for_backward(xc, W_enc, idx)
+        ctx.mark_non_differentiable(idx)
+        return vals, idx
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g, _):
+        xc, W_enc, idx = ctx.saved_tensors
+        with torch.enable_grad(), torch.autocast(xc.device.type, enabled=False):
+            W = W_enc.detach().requires_grad_()
+            dx = F.embedding_bag(idx, W, per_sample_weights=g.to(W.dtype), mode="sum")           # [B, d]
+            dW = torch.autograd.grad(dx, W, xc.to(W.dtype))[0] if ctx.needs_input_grad[1] else None  # [N, d]
+        return dx.detach().to(xc.dtype), dW, None, None, None, None
+
+# %% ../nbs/05_switch.ipynb
 class SwitchSAE(SAEBase):
     "Switch SAE: a router sends each token to one of `n_experts` TopK SAEs of `n_latents / n_experts` latents."
-    def __init__(self, cfg: SwitchSAEConfig, backend: str = "auto"):
+    def __init__(self, cfg: SwitchSAEConfig, backend: str = "auto", sparse_grad: bool = True):
         if cfg.arch != "switch": raise ValueError(f"SwitchSAE needs cfg.arch == 'switch', got {cfg.arch!r}; use TopKSAE for 'topk'.")
         super().__init__(cfg)
         E, d = cfg.n_experts, cfg.d_in
@@ -55,7 +96,7 @@ class SwitchSAE(SAEBase):
         W_router = (torch.rand(E, d, generator=self._gen, dtype=torch.float64) * 2 - 1) / math.sqrt(d)
         self.W_router = nn.Parameter(W_router.to(**kw))
         self.b_router = nn.Parameter(torch.zeros(d, **kw))
-        self.backend = backend
+        self.backend, self.sparse_grad = backend, sparse_grad
 
     @property
     def n_experts(self) -> int: return self.cfg.n_experts
@@ -63,15 +104,12 @@ class SwitchSAE(SAEBase):
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         "Route each token of `x` [..., d_in] and encode it with its expert only."
         x = self.check_input(x)
-        E, M, k = self.cfg.n_experts, self.cfg.expert_size, self.cfg.k
         r = route(x, self.W_router, self.b_router, self.cfg.heaviside)
-        g = group_by_expert(r.expert, E)
-        W = self.W_enc.view(E, M, -1).transpose(1, 2)                 # [E, d, M], no copy
-        pre = grouped_matmul((x - self.b_dec)[g.order], W, g.counts, self.backend)   # [B, M]
-        vals, idx = pre.topk(k, dim=-1, sorted=False)
-        vals, idx = F.relu(vals)[g.inverse], idx[g.inverse]           # back to token order
-        top_acts = vals * r.gate[:, None].to(vals.dtype)
-        return EncoderOutput(top_acts, idx + r.expert[:, None] * M, r.expert, r.probs)
+        g = group_by_expert(r.expert, self.cfg.n_experts)
+        args = (x - self.b_dec, self.W_enc, g, r.expert, self.cfg.k, self.backend)
+        vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)
+        top_acts = F.relu(vals) * r.gate[:, None].to(vals.dtype)
+        return EncoderOutput(top_acts, idx, r.expert, r.probs)
 
     def lb_term(self, enc: EncoderOutput) -> torch.Tensor:
         return lb_loss(enc.router_probs, enc.expert)
@@ -88,7 +126,8 @@ def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
     flat = sae.check_input(x)
     cfg = sae.cfg
     z = F.relu((flat - sae.b_dec) @ sae.W_enc.T)                                     # [B, N]
-    p = F.softmax((flat - sae.b_router) @ sae.W_router.T, dim=-1)                    # [B, E]
+    with torch.autocast(flat.device.type, enabled=False):
+        p = F.softmax((flat - sae.b_router).to(sae.W_router.dtype) @ sae.W_router.T, dim=-1)   # [B, E]
     top_p, top_e = p.topk(1, dim=-1)
     mask = torch.zeros_like(p).scatter(-1, top_e, top_p)
     if cfg.heaviside: mask = (mask > 0).to(p.dtype)
@@ -100,22 +139,33 @@ def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
     enc = EncoderOutput(acts, idx, expert, p)
     return SAEOutput(x_hat.reshape(x.shape), l2, lb, l2 + cfg.lb_alpha * cfg.d_in * lb, enc)
 
+class SwitchReference(SwitchSAE):
+    "A `SwitchSAE` trained through `switch_reference`: the authors' dense-then-mask cost, for benchmarks."
+    def forward(self, x: torch.Tensor) -> SAEOutput: return switch_reference(self, x)
+
 # %% ../nbs/05_switch.ipynb
-def _grads(sae, fn, x):
+def _grads(sae, fn, x, autocast=None):
     sae.zero_grad(set_to_none=True)
-    out = fn(x)
-    (out.total + out.x_hat.pow(3).sum()).backward()   # touch x_hat non-linearly as well
+    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        out = fn(x)
+    (out.total + out.x_hat.pow(3).sum()).backward()   # touch x_hat non-linearly as well (backward outside autocast)
     return out, {n: p.grad.clone() for n, p in sae.named_parameters()}
 
-def check_against_reference(cfg: SwitchSAEConfig, x: torch.Tensor, backend: str = "auto", skew: float = 0.0, atol: float = 1e-10):
-    "Assert that `SwitchSAE` and `switch_reference` agree in outputs and every gradient; returns the expert load."
-    sae = SwitchSAE(cfg, backend=backend)
+def check_against_reference(cfg: SwitchSAEConfig, x: torch.Tensor, backend: str = "auto", skew: float = 0.0,
+                            atol: float = 1e-10, sparse_grad: bool = True, autocast=None, rtol: float = 0.0):
+    """Assert that `SwitchSAE` and `switch_reference` agree in outputs and every gradient; returns the expert load.
+    With `autocast` (a dtype), both run under it and are compared at `rtol`, relative to each tensor's norm."""
+    sae = SwitchSAE(cfg, backend=backend, sparse_grad=sparse_grad)
     with torch.no_grad():
         sae.W_router[: max(1, cfg.n_experts // 4)] += skew * x.mean(0)   # push tokens towards a few experts
         sae.b_dec.normal_(); sae.b_router.normal_()
-    o1, g1 = _grads(sae, sae, x)
-    o2, g2 = _grads(sae, lambda t: switch_reference(sae, t), x)
-    for a, b, name in [(o1.x_hat, o2.x_hat, "x_hat"), (o1.l2, o2.l2, "l2"), (o1.lb, o2.lb, "lb"), (o1.total, o2.total, "total")]:
-        torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
-    for n in g1: torch.testing.assert_close(g1[n], g2[n], atol=atol, rtol=0, msg=lambda m: f"grad {n}: {m}")
+    o1, g1 = _grads(sae, sae, x, autocast)
+    o2, g2 = _grads(sae, lambda t: switch_reference(sae, t), x, autocast)
+    pairs = [(o1.x_hat, o2.x_hat, "x_hat"), (o1.l2, o2.l2, "l2"), (o1.lb, o2.lb, "lb"), (o1.total, o2.total, "total")]
+    pairs += [(g1[n], g2[n], f"grad {n}") for n in g1]
+    for a, b, name in pairs:
+        if autocast is None: torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
+        else:
+            err = ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+            assert err <= rtol, f"{name}: relative error {err:.2e} > {rtol:.1e} under {autocast} autocast"
     return torch.bincount(o1.enc.expert, minlength=cfg.n_experts)

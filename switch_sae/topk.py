@@ -71,7 +71,7 @@ class SAEBase(nn.Module):
         "Project out of each decoder row's gradient its component along the row (rows stay unit norm to first order)."
         if self.W_dec.grad is None: return
         W, G = self.W_dec.data, self.W_dec.grad
-        G.sub_((G * W).sum(-1, keepdim=True) * W)
+        G.addcmul_((G * W).sum(-1, keepdim=True), W, value=-1)   # in place: no [N, d] temporary
 
     @torch.no_grad()
     def init_biases_(self, x: torch.Tensor):
@@ -104,7 +104,7 @@ def decode(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> 
     shape = top_acts.shape[:-1]
     acts, idx = top_acts.reshape(-1, top_acts.shape[-1]), top_indices.reshape(-1, top_indices.shape[-1])
     out = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")
-    return (out + self.b_dec).reshape(*shape, -1)
+    return (out + self.b_dec).reshape(*shape, out.shape[-1])
 
 def lb_term(self: SAEBase, enc: EncoderOutput) -> torch.Tensor:
     "The load-balancing loss; zero for a dense SAE."
@@ -132,7 +132,7 @@ class TopKSAE(SAEBase):
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         "Top-k latents of every token in `x` [..., d_in], flattened to [tokens, ...]."
         x = self.check_input(x)
-        pre = (x - self.b_dec) @ self.W_enc.T + self.b_enc
+        pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         B = x.shape[0]
         return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device),

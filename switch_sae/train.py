@@ -4,13 +4,13 @@
 
 # %% ../nbs/07_train.ipynb 3
 from __future__ import annotations
-import json, math, os, shutil, signal, threading, time
+import ctypes, json, math, os, shutil, signal, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 import torch
 from tqdm.auto import tqdm
-from .config import SwitchSAEConfig
+from .config import SwitchSAEConfig, DTYPES
 from .losses import fve, expert_load
 from .topk import SAEBase, TopKSAE
 from .switch import SwitchSAE
@@ -18,8 +18,9 @@ from .checkpoint import (ARCH_CLASSES, CheckpointError, atomic_write_text, save_
                                    load_sae)
 
 # %% auto 0
-__all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'NonFiniteError', 'Trainer',
-           'save_checkpoint', 'checkpoints', 'load_checkpoint', 'latest_checkpoint', 'prepare_out_dir', 'train']
+__all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'keep_freed_memory', 'NonFiniteError',
+           'Trainer', 'save_checkpoint', 'checkpoints', 'load_checkpoint', 'latest_checkpoint', 'prepare_out_dir',
+           'train']
 
 # %% ../nbs/07_train.ipynb
 def build_sae(cfg: SwitchSAEConfig) -> SAEBase:
@@ -38,6 +39,18 @@ def make_optimizer(model: SAEBase, cfg: SwitchSAEConfig) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=cfg.lr_value, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 # %% ../nbs/07_train.ipynb
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt parameters from glibc's malloc.h
+
+def keep_freed_memory() -> bool:
+    "Make glibc's malloc keep freed memory for reuse (process-wide); False where that is not possible."
+    if not sys.platform.startswith("linux"): return False
+    try: libc = ctypes.CDLL("libc.so.6")
+    except OSError: return False
+    if not hasattr(libc, "mallopt"): return False
+    ok = any(libc.mallopt(_M_MMAP_THRESHOLD, v) == 1 for v in (2**30, 2**25))
+    return ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+# %% ../nbs/07_train.ipynb
 class NonFiniteError(RuntimeError):
     "NaN or Inf in the activations or the loss."
 
@@ -47,6 +60,10 @@ class Trainer:
         self.cfg = cfg
         self.model = model if model is not None else build_sae(cfg)
         self.device = self.model.W_dec.device
+        if self.device.type == "cpu": keep_freed_memory()
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.autocast = dict(device_type=self.device.type, dtype=DTYPES[cfg.autocast or "bfloat16"],
+                             enabled=cfg.autocast is not None)
         self.opt = make_optimizer(self.model, cfg)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.step, self.tokens = 0, 0
@@ -63,7 +80,7 @@ class Trainer:
         x = x.to(self.device, m.W_dec.dtype, non_blocking=True)
         if self.step == 0: m.init_biases_(x)
         m.set_decoder_norm_to_unit_norm()
-        out = m(x)
+        with torch.autocast(**self.autocast): out = self.forward(x)
         if not bool(torch.isfinite(out.total)):   # NaN/Inf anywhere in x reaches the loss
             cause = "activations" if not bool(torch.isfinite(x).all()) else "loss"
             raise NonFiniteError(f"step {self.step}: NaN or Inf in the {cause}. Training stopped before the update; "
@@ -79,11 +96,10 @@ class Trainer:
     @torch.no_grad()
     def _record(self, x, out):
         e = out.enc
-        fired = torch.zeros(self.cfg.n_latents, dtype=torch.bool, device=self.device)
-        fired[e.top_indices[e.top_acts > 0]] = True
-        self.tokens_since_fired += x.shape[0]
-        self.tokens_since_fired[fired] = 0
-        self._load += torch.bincount(e.expert, minlength=self.model.n_experts)
+        hits = torch.zeros(self.cfg.n_latents, dtype=torch.int32, device=self.device)
+        hits.index_add_(0, e.top_indices.reshape(-1), (e.top_acts > 0).reshape(-1).to(torch.int32))
+        self.tokens_since_fired.add_(x.shape[0]).masked_fill_(hits > 0, 0)
+        self._load.index_add_(0, e.expert, torch.ones_like(e.expert))
         self._pending.append(torch.stack([out.l2.detach().float(), out.lb.detach().float(),
                                           out.total.detach().float(), fve(x, out.x_hat.detach())]))
         self.step += 1; self.tokens += x.shape[0]

@@ -18,3 +18,14 @@ def run_cli(*args, cwd=None, check=True, timeout=600):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_terminal_summary(terminalreporter):
+    "Print the fault-injection counts (tests/test_faults.py) after the run."
+    mod = sys.modules.get("test_faults") or sys.modules.get("tests.test_faults")
+    if mod is None: return
+    c = mod.COUNTS
+    if any(c.values()):
+        terminalreporter.write_line(
+            f"fault injection: kills survived {c['kills_survived']}, damaged checkpoints recovered "
+            f"{c['checkpoints_damaged']}, full-disk runs {c['disk_full_runs']}, runs that lost data {c['runs_that_lost_data']}")

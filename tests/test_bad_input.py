@@ -75,3 +75,77 @@ def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not valid JSON"): load_sae(tmp_path / "bad")
     (tmp_path / "newer").mkdir(); (tmp_path / "newer" / "cfg.json").write_text(json.dumps({"d_in": 4, "flux": 1}))
     with pytest.raises(CheckpointError, match="unknown config field"): load_sae(tmp_path / "newer")
+
+
+# Every field of the config, out of range or of the wrong type, is refused with its name in the message.
+BAD_VALUES = dict(d_in=[0, -1, 2.5, "64"], n_latents=[0, None], n_experts=[0, 3.0], k=[0, 10**6], arch=["relu", 1],
+                  heaviside=["yes", 1], lb_alpha=[-0.1, None, float("inf")], lr=[0.0, -1e-3, float("nan")],
+                  beta1=[1.0, -0.1], beta2=[1.5], decay_frac=[-0.1, 1.1], grad_clip=[0.0, -1.0], batch_size=[0, 1.5],
+                  steps=[0, -10], seed=[1.5, "0"], device=["gpu", "cuda:x", 3], dtype=["float8", None],
+                  autocast=["int8", True], compile=["no"], log_every=[0], ckpt_every=[-1], dead_tokens=[0])
+
+
+def test_every_field_has_a_bad_value_table():
+    from dataclasses import fields
+    assert {f.name for f in fields(SwitchSAEConfig)} == set(BAD_VALUES)
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in BAD_VALUES.items() for v in vs])
+def test_every_field_out_of_range(field, value):
+    with pytest.raises(ValueError) as e:
+        SwitchSAEConfig(**{**CFG, field: value})
+    msg = str(e.value)
+    assert field in msg or (field in ("n_latents", "k") and ("divisible" in msg or "larger than" in msg)), msg
+
+
+def test_configs_from_other_versions(tmp_path):
+    "An older cfg.json (fields missing) loads with today's defaults; a newer one (unknown fields) is refused by name."
+    sae = SwitchSAE(SwitchSAEConfig(**CFG))
+    sae.save_pretrained(tmp_path / "old")
+    d = json.loads((tmp_path / "old" / "cfg.json").read_text())
+    for f in ("autocast", "compile", "dead_tokens"): d.pop(f)
+    d["switch_sae_version"] = "0.0.1"
+    (tmp_path / "old" / "cfg.json").write_text(json.dumps(d))
+    assert load_sae(tmp_path / "old").cfg.compile is False
+    d.update(switch_sae_version="9.0", expert_capacity=1.25)
+    (tmp_path / "old" / "cfg.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match="expert_capacity"):
+        load_sae(tmp_path / "old")
+
+
+def test_checkpoint_of_another_architecture_or_width(tmp_path):
+    SwitchSAE(SwitchSAEConfig(**CFG)).save_pretrained(tmp_path / "s")
+    with pytest.raises(CheckpointError, match="holds a 'switch' SAE"):
+        TopKSAE.from_pretrained(tmp_path / "s")
+    # weights whose shapes do not match the config
+    d = json.loads((tmp_path / "s" / "cfg.json").read_text()); d["n_latents"] = 128
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps(d))
+    with pytest.raises(CheckpointError, match="W_dec has shape"):
+        load_sae(tmp_path / "s")
+
+
+def test_activation_cache_of_another_model_or_hook(tmp_path):
+    from switch_sae.activations import ActivationConfig, ActivationStore, cache_activations, CachedActivations
+    cfg = ActivationConfig(n_ctxs=4, batch_size=64, device="cpu", model_batch_size=4)
+    cache_activations(ActivationStore(cfg), tmp_path / "c", n_tokens=500)
+    other = ActivationConfig(**{**cfg.__dict__, "layer": 0})
+    with pytest.raises(ValueError, match="hook"):
+        CachedActivations(tmp_path / "c", other)
+
+
+def test_cli_refuses_bad_sources_and_outputs(cli, tmp_path):
+    bad = tmp_path / "bad.txt"; bad.write_bytes(b"\xff\xfe\x00 short")
+    for args, msg in [(["--dataset", str(bad)], "less text than one context"),
+                      (["--dataset", str(tmp_path / "missing.txt")], "cannot read the text"),
+                      (["--data", "synthetic", "--out", str(bad / "sub")], "Not a directory"),
+                      (["--data", "synthetic", "--out", "/proc/no/such"], "choose a folder you can write to")]:
+        argv = ["train", "--steps", "3", "--no-progress", *args]
+        if "--out" not in args: argv += ["--out", str(tmp_path / "o")]
+        p = cli(*argv, check=False)
+        assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+    # resuming with activations from another source is refused
+    out = tmp_path / "r"
+    cli("train", "--data", "synthetic", "--steps", "10", "--no-progress", "--out", str(out))
+    p = cli("train", "--data", "synthetic", "--syn-n-active", "2", "--steps", "20", "--no-progress", "--out", str(out),
+            "--resume", check=False)
+    assert p.returncode != 0 and "another source" in p.stderr
