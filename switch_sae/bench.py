@@ -4,10 +4,10 @@
 
 # %% ../nbs/13_bench.ipynb 4
 from __future__ import annotations
-import argparse, contextlib, gc, itertools, json, math, os, platform, statistics, sys, time
-from dataclasses import dataclass, asdict, replace
+import argparse, contextlib, gc, itertools, json, os, platform, statistics, sys, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 import torch
 from .config import SwitchSAEConfig, DTYPES
 from .topk import SAEBase, TopKSAE

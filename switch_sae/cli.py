@@ -238,6 +238,8 @@ def make_parser() -> argparse.ArgumentParser:
     a.add_argument("--eval-split", default=None, help="split of the held-out text")
     s = t.add_argument_group("synthetic data (SyntheticConfig), with --data synthetic")
     add_dataclass_args(s, SyntheticConfig, prefix="syn_", skip=("d_in",))
+    sub.add_parser("bench", add_help=False, help="time the dense TopK SAE, the reference formulation and ours "
+                   "(switch-sae bench --help)")
     e = sub.add_parser("eval", help="evaluate a trained run folder again; writes DIR/eval.json")
     e.add_argument("dir", help="run folder written by switch-sae train")
     e.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default: as in training)")
@@ -247,6 +249,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None):
     "The `switch-sae` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:                      # its flags are its own: see 13_bench
+        from switch_sae.bench import bench_main
+        bench_main(argv[1:]); return
     args = make_parser().parse_args(argv)
     args.argv = argv
     try:
