@@ -21,11 +21,18 @@ from .lm_eval import evaluate_lm, splice_metrics
 from . import tiny_lm
 from .inspector import Inspector, RoutingInspector, demo_sae
 from .geometry import geometry_report, duplicated_features, encoder_clustering, expert_similarity
+from .switch import route_slots
+from .sweep import sweep, sweep_main, plot_sweep, sweep_verdicts, RunSpec, grid_runs, GRIDS
 
+from .distributed import ExpertParallelSwitchSAE, ExpertParallelTrainer, ExpertGroup, load_sharded_sae, run_local
+from .scaling import memory_per_rank, comm_per_step
 __all__ = ["SwitchSAEConfig", "SyntheticConfig", "SyntheticData", "feature_recovery", "routing_purity",
            "l2_loss", "lb_loss", "fve", "expert_load", "router_entropy",
            "TopKSAE", "SAEBase", "EncoderOutput", "SAEOutput", "geometric_median", "SwitchSAE", "switch_reference",
            "load_sae", "CheckpointError", "train", "Trainer", "build_sae", "NonFiniteError", "evaluate_reconstruction",
            "PRESETS", "preset", "ActivationConfig", "ActivationStore", "CachedActivations", "cache_activations", "load_lm",
            "evaluate_lm", "splice_metrics", "tiny_lm", "Inspector", "RoutingInspector", "demo_sae",
-           "geometry_report", "duplicated_features", "encoder_clustering", "expert_similarity"]
+           "geometry_report", "duplicated_features", "encoder_clustering", "expert_similarity",
+           "route_slots", "sweep", "sweep_main", "plot_sweep", "sweep_verdicts", "RunSpec", "grid_runs", "GRIDS",
+           "ExpertParallelSwitchSAE", "ExpertParallelTrainer", "ExpertGroup", "load_sharded_sae", "run_local",
+           "memory_per_rank", "comm_per_step"]

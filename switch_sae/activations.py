@@ -11,7 +11,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import Callable, Dict, Iterable, Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch
 # %% auto 0
 __all__ = ['HUB_DATASETS', 'TEXT_SUFFIXES', 'MANIFEST', 'CACHE_KEYS', 'CACHE_FILES', 'ActivationConfig', 'text_stream',
            'token_contexts', 'LM', 'tl_major', 'hub_lm', 'load_lm', 'stop_layer', 'model_device', 'lm_activations',
-           'shuffle_buffer', 'ActivationStore', 'read_manifest', 'check_manifest', 'cache_activations',
+           'ShuffleBuffer', 'shuffle_buffer', 'ActivationStore', 'read_manifest', 'check_manifest', 'cache_activations',
            'CachedActivations']
 
 # %% ../nbs/11_activations.ipynb
@@ -171,43 +171,97 @@ def lm_activations(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
     return cache[hook]
 
 # %% ../nbs/11_activations.ipynb
-class _Rows:
-    "Rows of a stream of [n, d] chunks, taken `n` at a time whatever the chunk sizes."
-    def __init__(self, chunks: Iterable[torch.Tensor]): self.it, self.rest = iter(chunks), None
-    def take(self, n: int) -> list:
+class ShuffleBuffer:
+    """Batches of `batch_size` rows drawn at random from a buffer of `capacity` rows, refilled when half read.
+
+    `chunks_from(position)` gives the stream's chunks ([n, d] tensors) from `position` on (None: the
+    start), each with the position just after it, a small JSON-able dict. That is what lets
+    `state_dict()` save where the stream stands: the unread rows of the buffer, the rows of the current
+    chunk not yet in it, the generator's state and the source's position. `load_state_dict` (before
+    iterating) continues exactly there, without reading the stream again up to that point."""
+    def __init__(self, chunks_from: Callable[[Optional[dict]], Iterable[Tuple[torch.Tensor, Optional[dict]]]],
+                 capacity: int, batch_size: int, seed: int = 0, device=None, dtype: Optional[torch.dtype] = None):
+        if capacity < batch_size: raise ValueError(f"buffer of {capacity} rows < batch_size {batch_size}")
+        self.chunks_from, self.capacity, self.batch_size, self.device, self.dtype = chunks_from, capacity, batch_size, device, dtype
+        self.g = torch.Generator().manual_seed(seed)
+        self.buf, self.rest, self.done, self.pos, self._it, self.skip = None, None, False, None, None, 0
+        self.free, self.unread = torch.arange(capacity), torch.zeros(0, dtype=torch.long)
+
+    def starting_at(self, n: int) -> "ShuffleBuffer":
+        "Skip the first `n` batches (by reading them) unless a state is loaded before iterating."
+        self.skip = n; return self
+
+    def _chunk(self) -> Optional[torch.Tensor]:
+        if self._it is None: self._it = iter(self.chunks_from(self.pos))
+        item = next(self._it, None)
+        if item is None: return None
+        chunk, self.pos = item
+        return chunk
+
+    def _take(self, n: int) -> list:
+        "`n` rows of the stream, whatever the chunk sizes (fewer when it ends)."
         out = []
         while n > 0:
             if self.rest is None or not len(self.rest):
-                self.rest = next(self.it, None)
+                self.rest = self._chunk()
                 if self.rest is None: break
             out.append(self.rest[:n]); n -= len(out[-1]); self.rest = self.rest[len(out[-1]):]
         return out
 
-# %% ../nbs/11_activations.ipynb
-def shuffle_buffer(chunks: Iterable[torch.Tensor], capacity: int, batch_size: int, seed: int = 0,
-                   device=None, dtype: Optional[torch.dtype] = None) -> Iterator[torch.Tensor]:
-    "Batches of `batch_size` rows drawn at random from a buffer of `capacity` rows, refilled when half read."
-    if capacity < batch_size: raise ValueError(f"buffer of {capacity} rows < batch_size {batch_size}")
-    g = torch.Generator().manual_seed(seed)
-    rows, buf, done = _Rows(chunks), None, False
-    free, unread = torch.arange(capacity), torch.zeros(0, dtype=torch.long)
-    while True:
-        if not done and len(unread) < max(capacity // 2, batch_size):
-            new = rows.take(len(free))
+    def _next(self) -> torch.Tensor:
+        if not self.done and len(self.unread) < max(self.capacity // 2, self.batch_size):
+            new = self._take(len(self.free))
             n = sum(len(c) for c in new)
-            done = n < len(free)
+            self.done = n < len(self.free)
             if n:
                 new = torch.cat(new)
-                if buf is None: buf = torch.empty(capacity, new.shape[1], device=device or new.device,
-                                                  dtype=dtype or new.dtype)
-                slots, free = free[:n], free[n:]
-                buf[slots.to(buf.device)] = new.to(buf.device, buf.dtype)
-                unread = torch.cat([unread, slots])
-                unread = unread[torch.randperm(len(unread), generator=g)]
-        if len(unread) < batch_size: return
-        idx, unread = unread[:batch_size], unread[batch_size:]
-        free = torch.cat([free, idx])
-        yield buf[idx.to(buf.device)]
+                if self.buf is None: self.buf = torch.empty(self.capacity, new.shape[1], device=self.device or new.device,
+                                                            dtype=self.dtype or new.dtype)
+                slots, self.free = self.free[:n], self.free[n:]
+                self.buf[slots.to(self.buf.device)] = new.to(self.buf.device, self.buf.dtype)
+                self.unread = torch.cat([self.unread, slots])
+                self.unread = self.unread[torch.randperm(len(self.unread), generator=self.g)]
+        if len(self.unread) < self.batch_size: raise StopIteration
+        idx, self.unread = self.unread[:self.batch_size], self.unread[self.batch_size:]
+        self.free = torch.cat([self.free, idx])
+        return self.buf[idx.to(self.buf.device)]
+
+    def __iter__(self): return self
+
+    def __next__(self) -> torch.Tensor:
+        while self.skip: self.skip -= 1; self._next()
+        return self._next()
+
+    def state_dict(self) -> Dict[str, object]:
+        "Where the stream stands: tensors (unread rows, rest of the chunk, RNG) and JSON values (position, flags)."
+        if self._it is not None and self.pos is None and not self.done:
+            raise TypeError("this buffer's chunks carry no position (a plain iterable): its state cannot be saved.")
+        empty = torch.zeros(0, 0)
+        unread = self.buf[self.unread.to(self.buf.device)] if self.buf is not None else empty
+        rest = self.rest if self.rest is not None else empty
+        return dict(unread=unread, rest=rest, rng=self.g.get_state(), position=self.pos, done=self.done,
+                    started=self._it is not None, has_buf=self.buf is not None, has_rest=self.rest is not None,
+                    rest_device=str(rest.device), capacity=self.capacity, batch_size=self.batch_size)
+
+    def load_state_dict(self, sd: Dict[str, object]) -> None:
+        "Continue from a `state_dict()`: call before iterating."
+        if (sd["capacity"], sd["batch_size"]) != (self.capacity, self.batch_size):
+            raise ValueError(f"the saved stream state is of a buffer of {sd['capacity']} rows in batches of "
+                             f"{sd['batch_size']}, not {self.capacity} and {self.batch_size}: resume with the same "
+                             f"n_ctxs and batch_size.")
+        self.g.set_state(sd["rng"])
+        self.pos, self.done, self.skip, self._it = sd["position"], sd["done"], 0, None
+        self.rest = sd["rest"].to(self.device or sd["rest_device"]) if sd["has_rest"] else None
+        u = sd["unread"]
+        if sd["has_buf"]:
+            self.buf = torch.empty(self.capacity, u.shape[1], device=self.device or u.device, dtype=self.dtype or u.dtype)
+            self.buf[:len(u)] = u.to(self.buf.device, self.buf.dtype)
+        self.unread, self.free = torch.arange(len(u)), torch.arange(len(u), self.capacity)
+
+def shuffle_buffer(chunks: Iterable[torch.Tensor], capacity: int, batch_size: int, seed: int = 0,
+                   device=None, dtype: Optional[torch.dtype] = None) -> ShuffleBuffer:
+    "Batches of `batch_size` rows drawn at random from a buffer of `capacity` rows, refilled when half read."
+    return ShuffleBuffer(lambda _: ((c, None) for c in chunks), capacity, batch_size, seed, device, dtype)
 
 # %% ../nbs/11_activations.ipynb
 class ActivationStore:
@@ -220,32 +274,41 @@ class ActivationStore:
         if cfg.ctx_len > mcfg.n_ctx: raise ValueError(f"ctx_len {cfg.ctx_len} > the model's n_ctx {mcfg.n_ctx}")
         if cfg.prepend_bos and self.lm.bos is None:
             raise ValueError(f"model {cfg.model!r} has no BOS token: set prepend_bos=False")
-        self.d_model, self.epoch = mcfg.d_model, 0
+        self.d_model, self.epoch, self.position = mcfg.d_model, 0, None
         self.skip = int(cfg.prepend_bos)  # the BOS position is not used
         self.tokens_per_ctx = cfg.ctx_len - self.skip
 
-    def contexts(self, loop: bool = False) -> Iterator[list]:
-        "Token contexts in stream order; with `loop`, over and over."
+    def contexts(self, loop: bool = False, start: Optional[dict] = None) -> Iterator[list]:
+        """Token contexts in stream order; with `loop`, over and over. After each, `self.position` says where the
+        stream stands ({'epoch', 'context'}); `start`, such a position, skips there (tokenizing, running no model)."""
+        self.epoch, skip = (start["epoch"], start["context"]) if start else (self.epoch, 0)
         while True:
             n = 0
             for ctx in token_contexts(self.texts(), self.lm.encode, self.cfg.ctx_len,
                                       self.lm.bos if self.cfg.prepend_bos else None):
-                n += 1; yield ctx
-            self.epoch += 1
+                n += 1
+                if n > skip:
+                    self.position = dict(epoch=self.epoch, context=n)
+                    yield ctx
+            self.epoch, skip = self.epoch + 1, 0
             if not loop or n == 0: return
 
-    def batches(self, loop: bool = False) -> Iterator[tuple]:
-        "(tokens [B, ctx_len], activations [B * tokens_per_ctx, d_model]) for each forward pass."
-        ctxs = self.contexts(loop)
+    def _batches(self, loop: bool, start: Optional[dict]) -> Iterator[tuple]:
+        "(tokens, activations, position after them) for each forward pass."
+        ctxs = self.contexts(loop) if start is None else self.contexts(loop, start)
         while chunk := [c for _, c in zip(range(self.cfg.model_batch_size), ctxs)]:
-            tokens = torch.tensor(chunk)
+            pos, tokens = dict(self.position), torch.tensor(chunk)
             acts = lm_activations(self.lm.model, tokens, self.hook)[:, self.skip:]
-            yield tokens, acts.reshape(-1, self.d_model).to(self.cfg.torch_device, self.cfg.torch_dtype)
+            yield tokens, acts.reshape(-1, self.d_model).to(self.cfg.torch_device, self.cfg.torch_dtype), pos
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def batches(self, loop: bool = False, start: Optional[dict] = None) -> Iterator[tuple]:
+        "(tokens [B, ctx_len], activations [B * tokens_per_ctx, d_model]) for each forward pass."
+        return ((t, a) for t, a, _ in self._batches(loop, start))
+
+    def __iter__(self) -> ShuffleBuffer:
         c = self.cfg
-        return shuffle_buffer((a for _, a in self.batches(c.loop)), c.n_ctxs * self.tokens_per_ctx,
-                              c.batch_size, c.seed, c.torch_device, c.torch_dtype)
+        return ShuffleBuffer(lambda start: ((a, pos) for _, a, pos in self._batches(c.loop, start)),
+                             c.n_ctxs * self.tokens_per_ctx, c.batch_size, c.seed, c.torch_device, c.torch_dtype)
 
 # %% ../nbs/11_activations.ipynb
 MANIFEST = "manifest.json"
@@ -337,19 +400,24 @@ class CachedActivations:
         "The token contexts of shard `i`."
         return np.load(self.path / self.manifest["shards"][i]["tokens"])
 
-    def chunks(self, loop: bool = False) -> Iterator[torch.Tensor]:
-        "Rows in stream order, `chunk_tokens` at a time, as `cfg.dtype` on `cfg.device`."
+    def _chunks(self, loop: bool, start: Optional[dict]) -> Iterator[tuple]:
+        "(chunk, position after it); `start` = {'epoch', 'shard', 'row'} begins there."
+        self.epoch, first, row0 = (start["epoch"], start["shard"], start["row"]) if start else (self.epoch, 0, 0)
         while True:
-            for i in range(len(self.manifest["shards"])):
+            for i in range(first, len(self.manifest["shards"])):
                 mm = self.shard(i)
-                for s in range(0, len(mm), self.chunk_tokens):
+                for s in range(row0 if i == first else 0, len(mm), self.chunk_tokens):
                     x = torch.from_numpy(np.array(mm[s:s + self.chunk_tokens]))
                     if self.manifest["dtype"] == "bfloat16": x = x.view(torch.bfloat16)
-                    yield x.to(self.cfg.torch_device, self.cfg.torch_dtype)
-            self.epoch += 1
+                    yield x.to(self.cfg.torch_device, self.cfg.torch_dtype), dict(epoch=self.epoch, shard=i, row=s + len(x))
+            self.epoch, first, row0 = self.epoch + 1, 0, 0
             if not loop or self.n_tokens == 0: return
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def chunks(self, loop: bool = False) -> Iterator[torch.Tensor]:
+        "Rows in stream order, `chunk_tokens` at a time, as `cfg.dtype` on `cfg.device`."
+        return (x for x, _ in self._chunks(loop, None))
+
+    def __iter__(self) -> ShuffleBuffer:
         c = self.cfg
-        return shuffle_buffer(self.chunks(c.loop), c.n_ctxs * self.manifest["tokens_per_ctx"],
-                              c.batch_size, c.seed, c.torch_device, c.torch_dtype)
+        return ShuffleBuffer(lambda start: self._chunks(c.loop, start), c.n_ctxs * self.manifest["tokens_per_ctx"],
+                             c.batch_size, c.seed, c.torch_device, c.torch_dtype)

@@ -85,6 +85,9 @@ def save_pretrained(self: SAEBase, path):
     "Write `cfg.json` and `model.safetensors` into the folder `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     save_tensors(self.state_dict(), path / "model.safetensors", {"arch": self.cfg.arch})
+    if (path / "shards.json").exists():   # a sharded model saved here before (16_distributed) is replaced: drop its files
+        for f in [*path.glob("model-*-of-*.safetensors"), path / "replicated.safetensors", path / "shards.json"]:
+            if f.exists(): f.unlink()
     from switch_sae import __version__
     atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
 
@@ -92,6 +95,9 @@ def load_sae(path, device=None, cls=None) -> SAEBase:
     "Load the SAE saved in the folder `path` (any architecture), optionally onto `device`."
     path = Path(path)
     if not path.is_dir(): raise CheckpointError(f"no checkpoint folder at {path}: expected a folder holding cfg.json and model.safetensors.")
+    if (path / "shards.json").exists():   # written in shards by an expert-parallel run (16_distributed): merge them
+        from switch_sae.distributed import load_sharded_sae
+        return load_sharded_sae(path, device, cls)
     try: cfg = SwitchSAEConfig.load(path / "cfg.json")
     except FileNotFoundError as e: raise CheckpointError(f"{path} holds no cfg.json: is it a switch_sae checkpoint folder?") from e
     except (ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'} is not a valid config: {e}") from e
@@ -140,8 +146,9 @@ def from_reference_state_dict(cls: SAEBase, sd: Dict[str, torch.Tensor], cfg: Sw
     N, d = sd["encoder.weight"].shape
     if (N, d) != (cfg.n_latents, cfg.d_in):
         raise CheckpointError(f"encoder.weight is [{N}, {d}] but cfg says n_latents={cfg.n_latents}, d_in={cfg.d_in}.")
-    if "router.weight" in sd and sd["router.weight"].shape[0] != cfg.n_experts:
-        raise CheckpointError(f"router.weight has {sd['router.weight'].shape[0]} experts but cfg says n_experts={cfg.n_experts}.")
+    if "router.weight" in sd and sd["router.weight"].shape[0] != cfg.n_routed_experts:
+        raise CheckpointError(f"router.weight has {sd['router.weight'].shape[0]} experts but cfg says {cfg.n_routed_experts} routed "
+                              f"(n_experts={cfg.n_experts}{', one of them shared' if cfg.shared_expert else ''}).")
     sae = want(cfg)
     inv = {v: k for k, v in _REF_NAMES.items()}
     ours = {inv.get(k, k): v.to(cfg.torch_dtype) for k, v in sd.items()}

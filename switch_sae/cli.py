@@ -11,7 +11,7 @@ from typing import List, Optional
 import torch
 from .config import SwitchSAEConfig, PRESETS, preset
 from .data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
-from .train import train, prepare_out_dir, NonFiniteError
+from .train import train, prepare_out_dir, NonFiniteError, BatchTooLargeError
 from .checkpoint import load_sae, atomic_write_text
 from .evaluate import evaluate_reconstruction
 from .report import plot_training, plot_expert_load, plot_lm_eval, write_report
@@ -105,7 +105,8 @@ class LMSource:
         if self.cache is not None:
             cache_activations(store, self.cache, self.cfg.steps * self.cfg.batch_size)
             store = CachedActivations(self.cache, self.act)
-        return itertools.islice(iter(store), start, None)   # a resumed run replays the stream up to `start`
+        # `train` restores the stream's state from the checkpoint; without one, the first `start` batches are replayed
+        return iter(store).starting_at(start)
 
     def held_out(self) -> torch.Tensor:
         "Held-out token contexts, [n, ctx_len]."
@@ -167,6 +168,10 @@ def finish_run(out: Path, tr, src, cfg: SwitchSAEConfig, command: str) -> dict:
 
 def run_train(args) -> dict:
     "`switch-sae train`."
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # under torchrun: experts sharded over the processes (16_distributed)
+        from switch_sae.distributed import run_train_expert_parallel
+        return run_train_expert_parallel(args)
     cfg, src = make_source(args, given_args(SwitchSAEConfig, args))
     out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     try: out = prepare_out_dir(out, args.resume, args.overwrite)
@@ -185,7 +190,7 @@ def run_train(args) -> dict:
     print(f"training a {cfg.arch} SAE (d_in={cfg.d_in}, N={cfg.n_latents}, E={E}, k={cfg.k}) on {args.data} activations "
           f"for {cfg.steps} steps of {cfg.batch_size}; writing to {out}", flush=True)
     try: tr = train(cfg, src.batches, out=out, resume=args.resume, progress=not args.no_progress)
-    except NonFiniteError as e: raise SystemExit(f"error: {e}")
+    except (NonFiniteError, BatchTooLargeError) as e: raise SystemExit(f"error: {e}")
     except (OSError, SafetensorError) as e:
         if isinstance(e, SafetensorError) or getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
             raise SystemExit(f"error: could not write a checkpoint in {out}: {e}. The checkpoints written before are intact "
@@ -240,6 +245,8 @@ def make_parser() -> argparse.ArgumentParser:
     add_dataclass_args(s, SyntheticConfig, prefix="syn_", skip=("d_in",))
     sub.add_parser("bench", add_help=False, help="time the dense TopK SAE, the reference formulation and ours "
                    "(switch-sae bench --help)")
+    sub.add_parser("sweep", add_help=False, help="the paper's experiments (TopK vs Switch, variants, lb_alpha, Heaviside): "
+                   "one CSV row per run, figures and verdicts (switch-sae sweep --help)")
     e = sub.add_parser("eval", help="evaluate a trained run folder again; writes DIR/eval.json")
     e.add_argument("dir", help="run folder written by switch-sae train")
     e.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default: as in training)")
@@ -252,6 +259,9 @@ def main(argv: Optional[List[str]] = None):
     if argv[:1] == ["bench"]:                      # its flags are its own: see 13_bench
         from switch_sae.bench import bench_main
         bench_main(argv[1:]); return
+    if argv[:1] == ["sweep"]:                      # its flags are its own: see 18_sweep
+        from switch_sae.sweep import sweep_main
+        sweep_main(argv[1:]); return
     args = make_parser().parse_args(argv)
     args.argv = argv
     try:
@@ -259,3 +269,6 @@ def main(argv: Optional[List[str]] = None):
         elif args.command == "eval": run_eval(args)
     except (ValueError, FileExistsError, FileNotFoundError, PermissionError, NotADirectoryError, TypeError) as e:
         raise SystemExit(f"error: {e}")
+
+if __name__ == "__main__" and "__file__" in globals():   # `python -m switch_sae.cli` (what torchrun launches); not in a notebook
+    main()

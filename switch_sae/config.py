@@ -29,6 +29,8 @@ class SwitchSAEConfig:
     k: int = 8                 # active latents per token, chosen inside the routed expert
     arch: str = "switch"       # "switch" or "topk" (the dense baseline)
     heaviside: bool = False    # scale expert output by 1 instead of the router probability
+    shared_expert: bool = False  # switch1on: the last expert is always on (gate 1); the router picks among the other E - 1
+    top_e: int = 1             # moe: route each token to its top_e experts; k latents chosen jointly among them
     # --- loss ---
     lb_alpha: float = 3.0      # L = L2 + lb_alpha * d_in * L_lb  (the authors' training runs used 3)
     # --- optimisation ---
@@ -48,6 +50,10 @@ class SwitchSAEConfig:
     log_every: int = 50        # steps between progress-bar / history updates
     ckpt_every: int = 500      # steps between checkpoints (0 = only at the end)
     dead_tokens: int = 10_000_000  # a latent silent for this many tokens counts as dead
+    # --- health warnings (progress bar, log, history) ---
+    warn_windows: int = 5      # log windows in a row a problem must last before it is warned about
+    collapse_share: float = 0.1  # routing collapse: an expert's token share below this fraction of 1/E (0 = off)
+    dead_warn_frac: float = 0.1  # warn when the dead-latent fraction keeps rising past this (1 = off)
 
     def __post_init__(self): self.validate()
 
@@ -79,7 +85,7 @@ def validate(self: SwitchSAEConfig):
     def need(cond, msg):
         if not cond: raise ValueError(msg)
     check_types(self)
-    for f in ("d_in", "n_latents", "n_experts", "k", "batch_size", "steps", "log_every", "dead_tokens"):
+    for f in ("d_in", "n_latents", "n_experts", "k", "batch_size", "steps", "log_every", "dead_tokens", "warn_windows"):
         v = getattr(self, f)
         need(v > 0, f"{f} must be a positive integer, got {v!r}.")
     need(self.ckpt_every >= 0, f"ckpt_every must be an integer >= 0 (0 = checkpoint only at the end), got {self.ckpt_every!r}.")
@@ -92,15 +98,37 @@ def validate(self: SwitchSAEConfig):
              f"n_latents ({self.n_latents}) is not divisible by n_experts ({self.n_experts}): every expert "
              f"needs the same number of latents. Use n_latents = "
              f"{' or '.join(map(str, _nearest_multiples(self.n_latents, self.n_experts)))}, or another n_experts.")
+    need(self.top_e > 0, f"top_e must be a positive integer (experts per token), got {self.top_e!r}.")
+    if self.arch == "topk":
+        need(self.top_e == 1 and not self.shared_expert,
+             f"top_e ({self.top_e}) and shared_expert ({self.shared_expert}) are options of the Switch SAE: with "
+             f"arch='topk' leave them at top_e=1, shared_expert=False, or use arch='switch'.")
+    else:
+        need(not self.shared_expert or self.n_experts >= 2,
+             f"shared_expert needs n_experts >= 2 (one always-on expert plus at least one routed), got n_experts={self.n_experts}.")
+        need(self.top_e <= self.n_routed_experts,
+             f"top_e ({self.top_e}) is larger than the routed experts ({self.n_routed_experts} = n_experts"
+             f"{' - 1 shared' if self.shared_expert else ''}): lower top_e or raise n_experts.")
     m = self.expert_size
-    need(self.k <= m,
-         f"k ({self.k}) is larger than an expert's latents ({m} = n_latents / n_experts): TopK picks k latents "
-         f"inside the routed expert. Lower k to at most {m}, or raise n_latents / lower n_experts.")
+    if self.top_e == 1 and not self.shared_expert:
+        need(self.k <= m,
+             f"k ({self.k}) is larger than an expert's latents ({m} = n_latents / n_experts): TopK picks k latents "
+             f"inside the routed expert. Lower k to at most {m}, or raise n_latents / lower n_experts.")
+    else:
+        s = self.top_e + self.shared_expert
+        need(self.k <= s * m,
+             f"k ({self.k}) is larger than the latents a token can use ({s * m} = (top_e {self.top_e}"
+             f"{' + 1 shared' if self.shared_expert else ''}) x {m} latents per expert). Lower k to at most {s * m}, "
+             f"or raise n_latents / top_e.")
     need(self.lb_alpha >= 0, f"lb_alpha must be >= 0, got {self.lb_alpha}.")
     need(self.lr is None or self.lr > 0, f"lr must be positive or None (the paper's rule), got {self.lr}.")
     need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}.")
     need(0 <= self.decay_frac <= 1, f"decay_frac must lie in [0, 1], got {self.decay_frac}.")
     need(self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}.")
+    need(0 <= self.collapse_share < 1, f"collapse_share must lie in [0, 1) (a fraction of an expert's fair share "
+         f"1/n_experts; 0 turns the routing-collapse warning off), got {self.collapse_share}.")
+    need(0 <= self.dead_warn_frac <= 1, f"dead_warn_frac must lie in [0, 1] (a fraction of the latents; 1 turns the "
+         f"dead-latent warning off), got {self.dead_warn_frac}.")
     need(self.device == "auto" or _valid_device(self.device),
          f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.")
 
@@ -113,6 +141,11 @@ def _valid_device(s):
 def expert_size(self: SwitchSAEConfig) -> int:
     "M, the latents of one expert (all of N for the dense baseline)."
     return self.n_latents // self.n_experts if self.arch == "switch" else self.n_latents
+
+@patch(as_prop=True)
+def n_routed_experts(self: SwitchSAEConfig) -> int:
+    "Experts the router chooses among: E, less the shared expert when there is one (1 for the dense baseline)."
+    return self.n_experts - self.shared_expert if self.arch == "switch" else 1
 
 @patch(as_prop=True)
 def lr_value(self: SwitchSAEConfig) -> float:

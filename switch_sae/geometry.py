@@ -116,7 +116,7 @@ def encoder_clustering(W_enc: torch.Tensor, n_experts: int, block: int = 4096) -
 @torch.no_grad()
 def geometry_report(sae, threshold: float = 0.9, block: int = 4096) -> Dict[str, float]:
     "The feature-geometry numbers of SPEC section 4 for a Switch SAE (decoder and encoder)."
-    E = sae.n_experts
+    E = sae.cfg.n_experts if sae.cfg.arch == "switch" else 1   # latent blocks, the shared expert included
     if E < 2: raise ValueError("feature geometry across experts needs a Switch SAE with at least 2 experts.")
     nb = nearest_neighbours(sae.W_dec, E, block)
     S = expert_similarity(sae.W_dec, E, block)
@@ -133,7 +133,7 @@ def geometry_report(sae, threshold: float = 0.9, block: int = 4096) -> Dict[str,
 def plot_geometry(sae, threshold: float = 0.9, path=None, block: int = 4096):
     "Histograms of each decoder row's best cosine within / across experts, and the expert-by-expert heatmap."
     from matplotlib.figure import Figure
-    E = sae.n_experts
+    E = sae.cfg.n_experts if sae.cfg.arch == "switch" else 1   # latent blocks, the shared expert included
     nb = nearest_neighbours(sae.W_dec, E, block)
     S = expert_similarity(sae.W_dec, E, block).cpu()
     fig = Figure(figsize=(10, 3.6)); a, b = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1.4, 1]))

@@ -12,10 +12,11 @@ from .config import SwitchSAEConfig
 from .losses import l2_loss, lb_loss
 from .topk import SAEBase, EncoderOutput, SAEOutput, geometric_median
 from .router import route, group_by_expert, Groups
+from typing import NamedTuple, Optional
 
 # %% auto 0
-__all__ = ['grouped_matmul', 'expert_topk', 'RoutedEncoder', 'SwitchSAE', 'switch_reference', 'SwitchReference',
-           'check_against_reference']
+__all__ = ['grouped_matmul', 'expert_topk', 'RoutedEncoder', 'Slots', 'route_slots', 'SwitchSAE', 'switch_reference',
+           'SwitchReference', 'check_against_reference']
 
 # %% ../nbs/05_switch.ipynb
 def _grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -53,24 +54,33 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 @torch.compiler.disable   # data-dependent group sizes; `torch.compile` runs it as it is, between compiled graphs
 def expert_topk(xc: torch.Tensor, W_enc: torch.Tensor, groups: Groups, expert: torch.Tensor, k: int,
-                backend: str = "auto"):
-    "TopK of `xc` [B, d] (centred tokens) among the latents of each token's expert -> (values, global indices) [B, k]."
+                backend: str = "auto", gate: Optional[torch.Tensor] = None):
+    """TopK of `xc` [B, d] (centred tokens) among the latents of each token's expert -> (values, global indices) [B, k].
+    `expert` [B], or [B, S] for tokens that use S experts (variants): then `groups` groups the B*S (token, expert)
+    pairs, and the k latents are chosen jointly among the S*M, ranked by pre-activation times `gate` [B, S]."""
     E = groups.counts.shape[0]
     M = W_enc.shape[0] // E
     dt = _compute_dtype(xc)
+    S = 1 if expert.ndim == 1 else expert.shape[1]
     with torch.autocast(xc.device.type, enabled=False):
         W = W_enc.to(dt).view(E, M, -1).transpose(1, 2)                          # [E, d, M], no copy in float32
-        pre = grouped_matmul(xc.to(dt)[groups.order], W, groups.counts, backend)  # [B, M], tokens sorted by expert
-        vals, j = pre.topk(k, dim=-1, sorted=False)
-    inv = groups.inverse
-    return vals[inv].to(xc.dtype), j[inv] + expert[:, None] * M
+        rows = xc.to(dt) if S == 1 else xc.to(dt).repeat_interleave(S, 0)       # pair b*S + s is token b, slot s
+        pre = grouped_matmul(rows[groups.order], W, groups.counts, backend)       # [B*S, M], pairs sorted by expert
+        if S == 1:
+            vals, j = pre.topk(k, dim=-1, sorted=False)
+            inv = groups.inverse
+            return vals[inv].to(xc.dtype), j[inv] + expert[:, None] * M
+        pre = pre[groups.inverse].view(len(xc), S * M)                            # [B, S*M], slots side by side
+        _, j = (pre * gate.detach().to(dt).repeat_interleave(M, 1)).topk(k, dim=-1, sorted=False)
+        vals = pre.gather(1, j)
+    return vals.to(xc.dtype), expert.gather(1, torch.div(j, M, rounding_mode="floor")) * M + j % M
 
 # %% ../nbs/05_switch.ipynb
 class RoutedEncoder(torch.autograd.Function):
     "`expert_topk` with a backward that touches only the `k` selected latents of each token."
     @staticmethod
-    def forward(ctx, xc, W_enc, groups, expert, k, backend):
-        vals, idx = expert_topk(xc, W_enc, groups, expert, k, backend)
+    def forward(ctx, xc, W_enc, groups, expert, k, backend, gate=None):
+        vals, idx = expert_topk(xc, W_enc, groups, expert, k, backend, gate)
         ctx.save_for_backward(xc, W_enc, idx)
         ctx.mark_non_differentiable(idx)
         return vals, idx
@@ -83,7 +93,29 @@ class RoutedEncoder(torch.autograd.Function):
             W = W_enc.detach().requires_grad_()
             dx = F.embedding_bag(idx, W, per_sample_weights=g.to(W.dtype), mode="sum")           # [B, d]
             dW = torch.autograd.grad(dx, W, xc.to(W.dtype))[0] if ctx.needs_input_grad[1] else None  # [N, d]
-        return dx.detach().to(xc.dtype), dW, None, None, None, None
+        return dx.detach().to(xc.dtype), dW, None, None, None, None, None
+
+# %% ../nbs/05_switch.ipynb
+class Slots(NamedTuple):
+    expert: torch.Tensor  # [B, S] the experts a token uses: its top_e routed experts (best first), then the shared one
+    gate: torch.Tensor    # [B, S] the scale of each one's output
+    probs: torch.Tensor   # [B, E_r] router softmax over the routed experts
+
+def route_slots(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor, cfg: SwitchSAEConfig) -> Slots:
+    "The experts and gates of each token of `x` [B, d] for `cfg`'s variant (`top_e`, `shared_expert`, `heaviside`)."
+    if cfg.top_e == 1:
+        r = route(x, W_router, b_router, cfg.heaviside)
+        expert, gate, probs = r.expert[:, None], r.gate[:, None], r.probs
+    else:
+        with torch.autocast(x.device.type, enabled=False):
+            logits = (x - b_router).to(W_router.dtype) @ W_router.T
+            probs = F.softmax(logits, dim=-1)
+            top, expert = logits.topk(cfg.top_e, dim=-1)
+            gate = torch.ones_like(top) if cfg.heaviside else F.softmax(F.relu(top), dim=-1)
+    if cfg.shared_expert:
+        expert = torch.cat([expert, expert.new_full((len(x), 1), W_router.shape[0])], 1)
+        gate = torch.cat([gate, gate.new_ones(len(x), 1)], 1)
+    return Slots(expert, gate, probs)
 
 # %% ../nbs/05_switch.ipynb
 class SwitchSAE(SAEBase):
@@ -93,26 +125,40 @@ class SwitchSAE(SAEBase):
         super().__init__(cfg)
         E, d = cfg.n_experts, cfg.d_in
         kw = dict(device=cfg.torch_device, dtype=cfg.torch_dtype)
+        E = cfg.n_routed_experts   # the router chooses among these; a shared expert is always on
         W_router = (torch.rand(E, d, generator=self._gen, dtype=torch.float64) * 2 - 1) / math.sqrt(d)
         self.W_router = nn.Parameter(W_router.to(**kw))
         self.b_router = nn.Parameter(torch.zeros(d, **kw))
         self.backend, self.sparse_grad = backend, sparse_grad
 
     @property
-    def n_experts(self) -> int: return self.cfg.n_experts
+    def n_experts(self) -> int:
+        "The experts the router chooses among (`n_experts`, less the shared expert when there is one)."
+        return self.cfg.n_routed_experts
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
-        "Route each token of `x` [..., d_in] and encode it with its expert only."
+        "Route each token of `x` [..., d_in] and encode it with its expert(s) only."
         x = self.check_input(x)
-        r = route(x, self.W_router, self.b_router, self.cfg.heaviside)
-        g = group_by_expert(r.expert, self.cfg.n_experts)
-        args = (x - self.b_dec, self.W_enc, g, r.expert, self.cfg.k, self.backend)
+        cfg = self.cfg
+        if cfg.top_e == 1 and not cfg.shared_expert:
+            r = route(x, self.W_router, self.b_router, cfg.heaviside)
+            g = group_by_expert(r.expert, cfg.n_experts)
+            args = (x - self.b_dec, self.W_enc, g, r.expert, cfg.k, self.backend)
+            vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)
+            top_acts = F.relu(vals) * r.gate[:, None].to(vals.dtype)
+            return EncoderOutput(top_acts, idx, r.expert, r.probs)
+        s = route_slots(x, self.W_router, self.b_router, cfg)
+        g = group_by_expert(s.expert.reshape(-1), cfg.n_experts)
+        args = (x - self.b_dec, self.W_enc, g, s.expert, cfg.k, self.backend, s.gate)
         vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)
-        top_acts = F.relu(vals) * r.gate[:, None].to(vals.dtype)
-        return EncoderOutput(top_acts, idx, r.expert, r.probs)
+        own = torch.div(idx, cfg.expert_size, rounding_mode="floor")[:, :, None] == s.expert[:, None, :]   # [B, k, S]
+        gate = (s.gate[:, None, :] * own).sum(-1)                                    # each latent's expert's gate
+        return EncoderOutput(F.relu(vals) * gate.to(vals.dtype), idx, s.expert[:, 0], s.probs)
 
     def lb_term(self, enc: EncoderOutput) -> torch.Tensor:
-        return lb_loss(enc.router_probs, enc.expert)
+        "Load balancing over the routed experts; with `top_e > 1` every one of a token's choices counts."
+        if self.cfg.top_e == 1: return lb_loss(enc.router_probs, enc.expert)
+        return lb_loss(enc.router_probs, enc.router_probs.detach().topk(self.cfg.top_e, dim=-1).indices.reshape(-1))
 
     @torch.no_grad()
     def init_biases_(self, x: torch.Tensor):
@@ -122,20 +168,26 @@ class SwitchSAE(SAEBase):
 
 # %% ../nbs/05_switch.ipynb
 def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
-    "The reference code's dense-then-mask Switch SAE forward pass, for tests and benchmarks."
+    "The reference code's dense-then-mask Switch SAE forward pass (and its variants), for tests and benchmarks."
     flat = sae.check_input(x)
     cfg = sae.cfg
     z = F.relu((flat - sae.b_dec) @ sae.W_enc.T)                                     # [B, N]
     with torch.autocast(flat.device.type, enabled=False):
-        p = F.softmax((flat - sae.b_router).to(sae.W_router.dtype) @ sae.W_router.T, dim=-1)   # [B, E]
-    top_p, top_e = p.topk(1, dim=-1)
-    mask = torch.zeros_like(p).scatter(-1, top_e, top_p)
+        logits = (flat - sae.b_router).to(sae.W_router.dtype) @ sae.W_router.T      # [B, E_r]
+        p = F.softmax(logits, dim=-1)
+    if cfg.top_e == 1:                                 # switch: the argmax expert, scaled by its probability
+        top_p, top_e = p.topk(1, dim=-1)
+        mask = torch.zeros_like(p).scatter(-1, top_e, top_p)
+    else:                                              # moe: softmax over the ReLU'd logits of the top_e experts
+        top_l, top_e = logits.topk(cfg.top_e, dim=-1)
+        mask = F.softmax(torch.full_like(p, -math.inf).scatter(-1, top_e, F.relu(top_l)), dim=-1)
     if cfg.heaviside: mask = (mask > 0).to(p.dtype)
+    if cfg.shared_expert: mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=-1)   # always-on last expert
     f = z * mask.repeat_interleave(cfg.expert_size, dim=-1)
     acts, idx = f.topk(cfg.k, dim=-1, sorted=False)
     x_hat = torch.zeros_like(f).scatter(-1, idx, acts) @ sae.W_dec + sae.b_dec
-    expert = top_e.squeeze(-1)
-    l2, lb = l2_loss(flat, x_hat), lb_loss(p, expert)
+    expert = top_e[:, 0]
+    l2, lb = l2_loss(flat, x_hat), lb_loss(p, top_e.reshape(-1))
     enc = EncoderOutput(acts, idx, expert, p)
     return SAEOutput(x_hat.reshape(x.shape), l2, lb, l2 + cfg.lb_alpha * cfg.d_in * lb, enc)
 
@@ -157,7 +209,7 @@ def check_against_reference(cfg: SwitchSAEConfig, x: torch.Tensor, backend: str 
     With `autocast` (a dtype), both run under it and are compared at `rtol`, relative to each tensor's norm."""
     sae = SwitchSAE(cfg, backend=backend, sparse_grad=sparse_grad)
     with torch.no_grad():
-        sae.W_router[: max(1, cfg.n_experts // 4)] += skew * x.mean(0)   # push tokens towards a few experts
+        sae.W_router[: max(1, sae.n_experts // 4)] += skew * x.mean(0)   # push tokens towards a few experts
         sae.b_dec.normal_(); sae.b_router.normal_()
     o1, g1 = _grads(sae, sae, x, autocast)
     o2, g2 = _grads(sae, lambda t: switch_reference(sae, t), x, autocast)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb 3
 from __future__ import annotations
-import ctypes, json, math, os, shutil, signal, sys, threading, time
+import ctypes, gc, json, math, os, shutil, signal, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
@@ -18,9 +18,10 @@ from .checkpoint import (ARCH_CLASSES, CheckpointError, atomic_write_text, save_
                                    load_sae)
 
 # %% auto 0
-__all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'keep_freed_memory', 'NonFiniteError',
-           'Trainer', 'save_checkpoint', 'checkpoints', 'load_checkpoint', 'latest_checkpoint', 'prepare_out_dir',
-           'train']
+__all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'keep_freed_memory', 'health_warnings',
+           'NonFiniteError', 'Trainer', 'save_checkpoint', 'checkpoints', 'load_checkpoint', 'remove_unfinished',
+           'latest_checkpoint', 'prepare_out_dir', 'train', 'BatchTooLargeError', 'fitting_batch_size',
+           'out_of_memory_error']
 
 # %% ../nbs/07_train.ipynb
 def build_sae(cfg: SwitchSAEConfig) -> SAEBase:
@@ -51,11 +52,63 @@ def keep_freed_memory() -> bool:
     return ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 # %% ../nbs/07_train.ipynb
+def _log_windows(history: List[dict], n: int) -> List[dict]:
+    "The newest `n` log-window entries of `history` (those holding `expert_load`), oldest first."
+    out = []
+    for h in reversed(history):
+        if "expert_load" in h:
+            out.append(h)
+            if len(out) == n: break
+    return out[::-1]
+
+def _collapsed(h: dict, cfg: SwitchSAEConfig, E: int) -> set:
+    return {i for i, l in enumerate(h["expert_load"]) if l < cfg.collapse_share / E}
+
+def _dead_rising(wins: List[dict], cfg: SwitchSAEConfig) -> bool:
+    "The dead fraction, measured over whole `dead_tokens` windows, never fell and rose past `dead_warn_frac` over `wins`."
+    if len(wins) < 2 or any(h["tokens"] < cfg.dead_tokens for h in wins): return False
+    d = [h["dead_frac"] for h in wins]
+    return all(b >= a for a, b in zip(d, d[1:])) and d[-1] > d[0] and d[-1] > cfg.dead_warn_frac
+
+def health_warnings(history: List[dict], cfg: SwitchSAEConfig, n_experts: int):
+    """(`warnings`, `alerts`): warnings that begin at the newest log window (to print once), and every problem
+    going on now (short, for the progress bar)."""
+    W = cfg.warn_windows
+    wins = _log_windows(history, W + 2)
+    warns, alerts = [], []
+    if n_experts > 1 and cfg.collapse_share > 0 and len(wins) >= W:
+        now = set.intersection(*(_collapsed(h, cfg, n_experts) for h in wins[-W:]))
+        before = _collapsed(wins[-W - 1], cfg, n_experts) if len(wins) > W else set()
+        if now: alerts.append("collapse " + ",".join(map(str, sorted(now))))
+        new = sorted(now - before)
+        if new:
+            start = wins[-W - 1]["step"] + 1 if len(wins) > W else 1
+            fair, load = 1 / n_experts, wins[-1]["expert_load"]
+            shares = ", ".join(f"expert {i} {load[i]:.2%}" for i in new)
+            warns.append(f"routing collapse: {shares} of the tokens (fair share {fair:.2%}), below collapse_share="
+                         f"{cfg.collapse_share} of it in every log window since step {start}: {'its' if len(new) == 1 else 'their'} latents receive "
+                         f"almost no tokens and barely train. Raise the load-balancing weight (--lb-alpha, now "
+                         f"{cfg.lb_alpha}) or lower the learning rate, and check the expert load in the report.")
+    if len(wins) > W:
+        rising = _dead_rising(wins[-W - 1:], cfg)
+        if rising:
+            alerts.append(f"dead {wins[-1]['dead_frac']:.2f}")
+            if not (len(wins) > W + 1 and _dead_rising(wins[-W - 2:-1], cfg)):
+                d0, d1 = wins[-W - 1]["dead_frac"], wins[-1]["dead_frac"]
+                warns.append(f"dead latents rising: {d1:.1%} of the latents have not fired for {cfg.dead_tokens} tokens "
+                             f"(up from {d0:.1%} at step {wins[-W - 1]['step']}, rising for {W} log windows, above "
+                             f"dead_warn_frac={cfg.dead_warn_frac}). Dead latents are wasted capacity: try a lower "
+                             f"learning rate (--lr), check the activations for degenerate (constant) directions, or "
+                             f"accept fewer latents (--n-latents).")
+    return warns, alerts
+
+# %% ../nbs/07_train.ipynb
 class NonFiniteError(RuntimeError):
     "NaN or Inf in the activations or the loss."
 
 class Trainer:
     "A training run's complete state, and its step."
+    is_main = True   # the process that prints and writes run files (rank 0 of an expert-parallel run, `16_distributed`)
     def __init__(self, cfg: SwitchSAEConfig, model: Optional[SAEBase] = None):
         self.cfg = cfg
         self.model = model if model is not None else build_sae(cfg)
@@ -70,6 +123,8 @@ class Trainer:
         self.tokens_since_fired = torch.zeros(cfg.n_latents, dtype=torch.long, device=self.device)
         self.history: List[dict] = []
         self._pending, self._load = [], torch.zeros(self.model.n_experts, dtype=torch.long, device=self.device)
+        self.alerts: List[str] = []          # problems going on now, short (progress bar); see `health_warnings`
+        self.data_stream, self.data_state = None, None   # the batch stream, its saved state (see `save_checkpoint`)
 
     def train_step(self, x: torch.Tensor) -> None:
         "One optimisation step on the activations `x` [batch, d_in]."
@@ -88,10 +143,22 @@ class Trainer:
                                  + ("Check the activation source for NaN/Inf." if cause == "activations" else
                                     "Try a lower learning rate (--lr) or float32."))
         out.total.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
+        self.clip_grads_()
         m.remove_gradient_parallel_to_decoder_directions()
         self.opt.step(); self.opt.zero_grad(set_to_none=True); self.sched.step()
         self._record(x, out)
+
+    def clip_grads_(self):
+        "Clip the global gradient norm to `cfg.grad_clip` (the expert-parallel trainer first sums replicated gradients)."
+        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+
+    def should_stop(self, requested: bool) -> bool:
+        "Whether to stop after this step (an expert-parallel trainer stops when any rank asks)."
+        return requested
+
+    def save(self, out, keep: int = 2) -> Path:
+        "Write a checkpoint into `out/checkpoints` (`save_checkpoint`; sharded for an expert-parallel trainer)."
+        return save_checkpoint(self, out, keep)
 
     @torch.no_grad()
     def _record(self, x, out):
@@ -121,33 +188,54 @@ class Trainer:
         self.history[-1].update(lr=self.sched.get_last_lr()[0], expert_load=load, dead_frac=self.dead_frac(),
                                 tokens=self.tokens)
         self._pending, self._load = [], torch.zeros_like(self._load)
+        warns, self.alerts = health_warnings(self.history, self.cfg, self.model.n_experts)
+        if warns:
+            self.history[-1]["warnings"] = warns
+            if self.is_main:
+                for w in warns: tqdm.write(f"warning: {w}")
 
 # %% ../nbs/07_train.ipynb
 def _optimizer_tensors(opt) -> Dict[str, torch.Tensor]:
     sd = opt.state_dict()
     return {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
 
+def _stream_state(stream) -> Optional[tuple]:
+    "The batch stream's state split into (tensors, JSON), if the stream can save one."
+    if not hasattr(stream, "state_dict") or not hasattr(stream, "load_state_dict"): return None
+    sd = stream.state_dict()
+    return ({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)},
+            {k: v for k, v in sd.items() if not isinstance(v, torch.Tensor)})
+
 @torch.no_grad()
 def save_checkpoint(tr: Trainer, out, keep: int = 2) -> Path:
-    "Write the run's state to `out/checkpoints/step_<step>` atomically; keep the `keep` newest."
+    """Write the run's state to `out/checkpoints/step_<step>` atomically; keep the `keep` newest.
+    A folder half written (a full disk, an error) is removed; the previous checkpoints stay."""
     tr.flush()
     root = Path(out) / "checkpoints"; root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{tr.step:07d}"
     tmp = root / f".tmp_step_{tr.step:07d}"
     if tmp.exists(): shutil.rmtree(tmp)
-    tr.model.save_pretrained(tmp)
-    save_tensors({**{f"opt.{k}": v for k, v in _optimizer_tensors(tr.opt).items()},
-                  "tokens_since_fired": tr.tokens_since_fired,
-                  "rng_cpu": torch.get_rng_state()}, tmp / "trainer.safetensors")
-    state = dict(step=tr.step, tokens=tr.tokens, sched=tr.sched.state_dict(),
-                 param_groups=tr.opt.state_dict()["param_groups"], history=tr.history)
-    atomic_write_text(tmp / "trainer.json", json.dumps(state))
-    if final.exists(): shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        tr.model.save_pretrained(tmp)
+        save_tensors({**{f"opt.{k}": v for k, v in _optimizer_tensors(tr.opt).items()},
+                      "tokens_since_fired": tr.tokens_since_fired,
+                      "rng_cpu": torch.get_rng_state()}, tmp / "trainer.safetensors")
+        state = dict(step=tr.step, tokens=tr.tokens, sched=tr.sched.state_dict(),
+                     param_groups=tr.opt.state_dict()["param_groups"], history=tr.history)
+        stream = _stream_state(tr.data_stream)
+        if stream is not None:
+            save_tensors(stream[0], tmp / "data.safetensors")
+            state["data_state"] = stream[1]
+        atomic_write_text(tmp / "trainer.json", json.dumps(state))
+        if final.exists(): shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for old in sorted(p for p in root.glob("step_*"))[:-keep]: shutil.rmtree(old, ignore_errors=True)
     return final
 
-MODEL_FIELDS = ("arch", "d_in", "n_latents", "n_experts", "k", "heaviside", "dtype")
+MODEL_FIELDS = ("arch", "d_in", "n_latents", "n_experts", "k", "heaviside", "shared_expert", "top_e", "dtype")
 
 def checkpoints(out) -> List[Path]:
     "Complete checkpoint folders in `out`, oldest first."
@@ -164,7 +252,10 @@ def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None) -> Trainer:
                                   f"differ from the config given ({', '.join(f'{f}={getattr(cfg, f)!r}' for f in differ)}).")
         model.cfg = cfg
     tr = Trainer(cfg or model.cfg, model)
-    ts = load_tensors(path / "trainer.safetensors")
+    if (path / "shards.json").exists():   # written by an expert-parallel run (16_distributed): merge the shards
+        from switch_sae.distributed import trainer_tensors
+        ts = trainer_tensors(path, 0, model.cfg.n_latents)
+    else: ts = load_tensors(path / "trainer.safetensors")
     try: state = json.loads((path / "trainer.json").read_text())
     except (OSError, json.JSONDecodeError) as e: raise CheckpointError(f"{path / 'trainer.json'} is missing or corrupt ({e}).") from e
     opt_state = {}
@@ -177,7 +268,19 @@ def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None) -> Trainer:
     tr.tokens_since_fired.copy_(ts["tokens_since_fired"])
     torch.set_rng_state(ts["rng_cpu"])
     tr.step, tr.tokens, tr.history = state["step"], state["tokens"], state["history"]
+    if "data_state" in state:   # where the batch stream stood (see `train`)
+        tr.data_state = {**state["data_state"], **load_tensors(path / "data.safetensors")}
     return tr
+
+def remove_unfinished(out) -> List[str]:
+    "Remove what an interrupted write left in the run folder `out`: `.tmp_step_*` folders and atomic-write temp files."
+    out, gone = Path(out), []
+    for p in sorted((out / "checkpoints").glob(".tmp_step_*")):
+        shutil.rmtree(p, ignore_errors=True); gone.append(f"checkpoints/{p.name}")
+    for p in sorted(out.glob(".*.tmp")):      # atomic_write's temp files: .<name>.<random>.tmp
+        if p.is_file() and p.name[1:].removesuffix(".tmp").rsplit(".", 1)[0] in RUN_FILES + ("data.json", "eval.json", "report.md"):
+            p.unlink(); gone.append(p.name)
+    return gone
 
 def latest_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None) -> Optional[Trainer]:
     "The newest readable checkpoint in `out`, falling back to older ones (and saying so) if the newest is damaged."
@@ -187,7 +290,7 @@ def latest_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None) -> Optional[Tr
     return None
 
 # %% ../nbs/07_train.ipynb
-RUN_FILES = ("cfg.json", "model.safetensors", "metrics.json", "history.jsonl", "checkpoints")
+RUN_FILES = ("cfg.json", "model.safetensors", "shards.json", "metrics.json", "history.jsonl", "checkpoints")
 
 def prepare_out_dir(out, resume: bool = False, overwrite: bool = False) -> Path:
     "Create `out`, refusing one that holds another run unless resuming or overwriting."
@@ -218,16 +321,19 @@ class _StopFlag:
     def __exit__(self, *_):
         if self._old is not None: signal.signal(signal.SIGINT, self._old)
 
-def _postfix(h: dict, n_experts: int) -> dict:
+def _postfix(h: dict, n_experts: int, alerts=()) -> dict:
     pf = dict(loss=f"{h['total']:.4g}", fve=f"{h['fve']:.3f}")
     if "expert_load" in h and n_experts > 1: pf["maxload"] = f"{max(h['expert_load']) * n_experts:.2f}"
     if "dead_frac" in h: pf["dead"] = f"{h['dead_frac']:.2f}"
+    if alerts: pf["warn"] = "; ".join(alerts)
     return pf
 
 def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None) -> Trainer:
     """Train an SAE for `cfg.steps` steps on `batches`: an iterable of [batch, d_in] tensors, or a
     function `start_step -> iterable` (what lets a resumed run continue on the same data).
+    An iterable with `state_dict()` / `load_state_dict()` has its state saved in each checkpoint
+    and restored on resume (instead of being replayed up to the step).
     With `out`, checkpoints go to `out/checkpoints` and the final model to `out`; with `resume`,
     the run continues from the newest checkpoint in `out`."""
     if out is not None:
@@ -237,29 +343,92 @@ def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resum
             if trainer is None: print(f"no checkpoint in {out}: starting a new run.")
             else: print(f"resuming from step {trainer.step} in {out}.")
     tr = trainer or Trainer(cfg)
-    bar = tqdm(total=cfg.steps, initial=tr.step, disable=not progress, dynamic_ncols=True, desc="train")
-    t0, last_ckpt = time.time(), tr.step
+    say = print if tr.is_main else (lambda *a, **k: None)
+    if out is not None and tr.is_main:
+        for name in remove_unfinished(out): say(f"removed {name}, left by an interrupted write.")
+    bar = tqdm(total=cfg.steps, initial=tr.step, disable=not (progress and tr.is_main), dynamic_ncols=True, desc="train")
+    t0, last_ckpt, first = time.time(), tr.step, tr.step
     with _StopFlag() as stop:
-        it = iter(batches(tr.step) if callable(batches) else batches)
-        while tr.step < cfg.steps and not stop.requested:
+        stream = batches(tr.step) if callable(batches) else batches
+        if tr.data_state is not None and hasattr(stream, "load_state_dict"): stream.load_state_dict(tr.data_state)
+        tr.data_stream, it = stream, iter(stream)
+        while tr.step < cfg.steps and not tr.should_stop(stop.requested):
             try: x = next(it)
             except StopIteration:
-                print(f"the batch stream ended at step {tr.step} of {cfg.steps}."); break
+                if tr.step == first == 0:
+                    bar.close()
+                    raise ValueError("the batch stream yielded no batch at all: nothing to train on, no model written. "
+                                     "Check the data source (an empty text or activation cache, an iterator already "
+                                     "used up by an earlier run, or n_batches=0).")
+                say(f"the batch stream ended at step {tr.step} of {cfg.steps}."); break
+            oom = None
             try: tr.train_step(x)
             except NonFiniteError:
                 bar.close(); raise
+            except torch.OutOfMemoryError as e: oom = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+            if oom is not None:   # outside the except block: the failed step's tensors are released
+                bar.close(); raise out_of_memory_error(tr, x, oom)
             bar.update(1)
-            if tr.step % cfg.log_every == 0: bar.set_postfix(_postfix(tr.history[-1], tr.model.n_experts))
+            if tr.step % cfg.log_every == 0: bar.set_postfix(_postfix(tr.history[-1], tr.model.n_experts, tr.alerts))
             if out is not None and cfg.ckpt_every and tr.step % cfg.ckpt_every == 0:
-                save_checkpoint(tr, out); last_ckpt = tr.step
+                tr.save(out); last_ckpt = tr.step
     bar.close()
     tr.flush()
     tr.seconds = time.time() - t0
     tr.interrupted = stop.requested
     if out is not None:
-        if tr.step != last_ckpt or not checkpoints(out): save_checkpoint(tr, out)
+        if tr.step != last_ckpt or not checkpoints(out): tr.save(out)
         tr.model.save_pretrained(out)
-        with open(out / "history.jsonl", "w") as f:
-            for h in tr.history: f.write(json.dumps(h) + "\n")
-        if tr.interrupted: print(f"stopped at step {tr.step}: checkpoint written to {out}; resume with --resume.")
+        if tr.is_main: atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in tr.history))
+        if tr.interrupted: say(f"stopped at step {tr.step}: checkpoint written to {out}; resume with --resume.")
     return tr
+
+# %% ../nbs/07_train.ipynb
+class BatchTooLargeError(RuntimeError):
+    "A training step ran out of device memory; the message names a batch size that fits."
+
+def _free_memory(device: torch.device):
+    gc.collect()
+    if device.type == "cuda": torch.cuda.empty_cache()
+
+def _fits(tr: Trainer, x: torch.Tensor) -> bool:
+    "Whether forward and backward on `x` fit in memory; leaves no gradients behind."
+    try:
+        with torch.autocast(**tr.autocast): out = tr.forward(x)
+        out.total.backward()
+        return True
+    except torch.OutOfMemoryError: return False
+    finally:
+        out = None
+        tr.model.zero_grad(set_to_none=True)
+        _free_memory(tr.device)
+
+def fitting_batch_size(tr: Trainer, x: torch.Tensor) -> int:
+    "The largest of len(x), len(x)/2, len(x)/4, ... whose forward and backward fit in memory; 0 if not even 1 does."
+    tr.opt.zero_grad(set_to_none=True); _free_memory(tr.device)
+    params = [p for g in tr.opt.param_groups for p in g["params"]]
+    reserve = [torch.empty_like(p) for p in params for _ in range(2)] if not tr.opt.state else []  # Adam's moments, to come
+    try:
+        b = len(x)
+        while b >= 1 and not _fits(tr, x[:b]): b //= 2
+        return b
+    finally:
+        del reserve; _free_memory(tr.device)
+
+def out_of_memory_error(tr: Trainer, x: torch.Tensor, detail: str) -> BatchTooLargeError:
+    "The error to stop with when the step on `x` ran out of memory, with a batch size that fits."
+    B, b = len(x), fitting_batch_size(tr, x)
+    head = f"step {tr.step}: out of memory on {tr.device} with batch_size={B} ({detail}). "
+    bf16 = " or --autocast bfloat16" if tr.cfg.autocast is None else ""
+    if b == 0:
+        return BatchTooLargeError(head + f"Not even a batch of 1 fits: the model (n_latents={tr.cfg.n_latents}, "
+                                  f"d_in={tr.cfg.d_in}) and its optimizer state need a device with more memory, or a "
+                                  f"smaller n_latents.")
+    if b == B:
+        return BatchTooLargeError(head + f"Forward and backward of the whole batch fit when tried again, so the memory "
+                                  f"ran out elsewhere (the optimizer step, or another process on the device). Free the "
+                                  f"device, or try --batch-size {B // 2}{bf16}.")
+    return BatchTooLargeError(head + f"Trying smaller batches, forward and backward of {b} fit: run again with "
+                              f"--batch-size {b} (batch_size={b})"
+                              + (", or keep the batch and use --autocast bfloat16" if bf16 else "") +
+                              ". The weights and the checkpoints written so far are those before this step.")

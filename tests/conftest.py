@@ -20,12 +20,26 @@ def cli():
     return run_cli
 
 
+BAD_INPUTS = dict(tried=0, refused=0)
+BAD_INPUT_FILES = ("test_bad_input.py::", "test_cli.py::test_bad_config_is_refused_before_work")
+
+
+def pytest_runtest_logreport(report):
+    "Count the bad-input cases (each a parametrized case or test of tests/test_bad_input.py, and the CLI's bad flags)."
+    if report.when == "call" and any(f in report.nodeid for f in BAD_INPUT_FILES):
+        BAD_INPUTS["tried"] += 1
+        BAD_INPUTS["refused"] += report.passed
+
+
 def pytest_terminal_summary(terminalreporter):
-    "Print the fault-injection counts (tests/test_faults.py) after the run."
+    "Print the fault-injection counts (tests/test_faults.py) and the bad inputs tried after the run."
     mod = sys.modules.get("test_faults") or sys.modules.get("tests.test_faults")
-    if mod is None: return
-    c = mod.COUNTS
+    c = mod.COUNTS if mod is not None else {}
     if any(c.values()):
         terminalreporter.write_line(
             f"fault injection: kills survived {c['kills_survived']}, damaged checkpoints recovered "
             f"{c['checkpoints_damaged']}, full-disk runs {c['disk_full_runs']}, runs that lost data {c['runs_that_lost_data']}")
+    if BAD_INPUTS["tried"]:
+        terminalreporter.write_line(
+            f"bad inputs: {BAD_INPUTS['tried']} cases tried, {BAD_INPUTS['refused']} refused with a clear error, "
+            f"{BAD_INPUTS['tried'] - BAD_INPUTS['refused']} not")

@@ -100,6 +100,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
     assert "could not write a checkpoint" in p.stderr and "--resume" in p.stderr and "Traceback" not in p.stderr, p.stderr
     good = checkpoints(out)
     assert {p.name for p in good} >= before, "a good checkpoint was removed"
+    assert not list((out / "checkpoints").glob(".tmp_step_*")), "the half-written checkpoint folder was left behind"
     # the good checkpoints still load, and the run resumes once there is room again
     from switch_sae.train import load_checkpoint
     for g in good: load_checkpoint(g)

@@ -1,0 +1,114 @@
+"""A resumed language-model run continues its activation stream from the state saved in the checkpoint: exact, and
+without running the language model over the text it had already read."""
+import json, shutil
+from dataclasses import replace
+import pytest
+import torch
+from switch_sae import SwitchSAEConfig, load_sae
+from switch_sae.activations import ActivationConfig, ActivationStore, CachedActivations, LM, load_lm, cache_activations
+from switch_sae.train import train, checkpoints, load_checkpoint
+
+LM_ARGS = ["--steps", "40", "--n-latents", "512", "--batch-size", "256", "--n-ctxs", "16", "--model-batch-size", "4",
+           "--no-progress", "--device", "cpu", "--eval-tokens", "1024", "--log-every", "10", "--ckpt-every", "10"]
+
+
+class CountingModel:
+    "A language model that counts its forward passes."
+    def __init__(self, m): self.m, self.calls = m, 0
+    def __getattr__(self, k): return getattr(self.m, k)
+    def run_with_cache(self, *a, **k): self.calls += 1; return self.m.run_with_cache(*a, **k)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    base = load_lm("tiny", device="cpu")
+    return LM(CountingModel(base.model), base.encode, base.bos)
+
+
+ACT = ActivationConfig(n_ctxs=16, model_batch_size=4, batch_size=256, device="cpu")
+CFG = SwitchSAEConfig(d_in=128, n_latents=512, n_experts=8, k=8, batch_size=256, steps=40, log_every=10, ckpt_every=10,
+                      device="cpu")
+
+
+def _same(a, b): return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _source(lm, act=ACT, cache=None):
+    def batches(start):
+        store = ActivationStore(act, lm)
+        if cache is not None: store = CachedActivations(cache, act)
+        return iter(store).starting_at(start)
+    return batches
+
+
+def _stop_at(out, step):
+    "As if the run had been killed right after the checkpoint of `step`: later checkpoints and the final model gone."
+    for p in checkpoints(out):
+        if int(p.name.split("_")[1]) > step: shutil.rmtree(p)
+    for f in ("model.safetensors", "cfg.json", "history.jsonl"): (out / f).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["store", "cache"])
+def test_resume_restores_the_stream_exactly_without_rerunning_the_model(tmp_path, lm, cached):
+    cache = None
+    if cached:
+        cache = tmp_path / "cache"
+        cache_activations(ActivationStore(ACT, lm), cache, CFG.steps * CFG.batch_size)
+    full = train(CFG, _source(lm, cache=cache), out=tmp_path / "a", progress=False)
+    lm.model.calls = 0
+    train(CFG, _source(lm, cache=cache), out=tmp_path / "b", progress=False)
+    calls_full = lm.model.calls
+    _stop_at(tmp_path / "b", 30)
+    ck = checkpoints(tmp_path / "b")[-1]
+    assert (ck / "data.safetensors").exists() and "data_state" in json.loads((ck / "trainer.json").read_text())
+    lm.model.calls = 0
+    resumed = train(CFG, _source(lm, cache=cache), out=tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 40 and _same(full.model.state_dict(), resumed.model.state_dict())
+    assert [h["step"] for h in resumed.history] == list(range(1, 41))
+    if cached: assert lm.model.calls == 0
+    else: assert calls_full >= 20 and lm.model.calls <= calls_full // 3, (calls_full, lm.model.calls)
+
+
+def test_checkpoint_without_stream_state_is_caught_up_by_replaying(tmp_path, lm):
+    "A checkpoint of an older version (no stream state) still resumes exactly: the stream is replayed up to the step."
+    full = train(CFG, _source(lm), out=tmp_path / "a", progress=False)
+    train(CFG, _source(lm), out=tmp_path / "b", progress=False)
+    _stop_at(tmp_path / "b", 30)
+    ck = checkpoints(tmp_path / "b")[-1]
+    state = json.loads((ck / "trainer.json").read_text()); state.pop("data_state")
+    (ck / "trainer.json").write_text(json.dumps(state)); (ck / "data.safetensors").unlink()
+    assert load_checkpoint(ck).data_state is None
+    lm.model.calls = 0
+    resumed = train(CFG, _source(lm), out=tmp_path / "b", resume=True, progress=False)
+    assert _same(full.model.state_dict(), resumed.model.state_dict())
+    assert lm.model.calls > 0
+
+
+def test_damaged_stream_state_falls_back_to_the_previous_checkpoint(tmp_path, lm, capsys):
+    full = train(CFG, _source(lm), out=tmp_path / "a", progress=False)
+    train(CFG, _source(lm), out=tmp_path / "b", progress=False)
+    _stop_at(tmp_path / "b", 40)                      # the final model is lost, both checkpoints (30, 40) stay
+    f = checkpoints(tmp_path / "b")[-1] / "data.safetensors"
+    raw = bytearray(f.read_bytes()); raw[-50] ^= 0x55; f.write_bytes(bytes(raw))
+    resumed = train(CFG, _source(lm), out=tmp_path / "b", resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "skipping damaged checkpoint step_0000040" in out and "resuming from step 30" in out
+    assert _same(full.model.state_dict(), resumed.model.state_dict())
+
+
+def test_stream_state_of_another_buffer_is_refused(tmp_path, lm):
+    train(replace(CFG, steps=10), _source(lm), out=tmp_path, progress=False)
+    other = replace(ACT, n_ctxs=32)
+    with pytest.raises(ValueError, match="resume with the same n_ctxs and batch_size"):
+        train(replace(CFG, steps=20), _source(lm, other), out=tmp_path, resume=True, progress=False)
+
+
+def test_cli_lm_resume_is_bit_identical(cli, tmp_path):
+    "The command line, in subprocesses: a language-model run that lost its last 10 steps resumes to identical weights."
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli("train", "--out", str(a), *LM_ARGS)
+    shutil.copytree(a, b)                                  # the same run (deterministic on a CPU), then cut short
+    shutil.rmtree(b / "checkpoints" / "step_0000040"); (b / "model.safetensors").unlink()
+    p = cli("train", "--out", str(b), "--resume", *LM_ARGS)
+    assert "resuming from step 30" in p.stdout
+    assert _same(load_sae(a).state_dict(), load_sae(b).state_dict())
