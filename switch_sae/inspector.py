@@ -115,6 +115,9 @@ class Inspector:
     def __init__(self, sae, lm: LM, hook: str, tokens: torch.Tensor, skip_first: int = 1, batch_size: int = 32,
                  label: Optional[Callable[[int], str]] = None):
         if sae.n_experts < 2: raise ValueError("the routing inspector needs a Switch SAE (n_experts >= 2).")
+        if getattr(sae.cfg, "shared_expert", False) or getattr(sae.cfg, "top_e", 1) != 1:
+            raise ValueError("the routing inspector shows one expert per token: it does not support shared_expert=True "
+                             "or top_e > 1 yet; inspect a plain Switch SAE (the default top-1 routing).")
         self.sae, self.lm, self.hook, self.skip = sae, lm, hook, skip_first
         self.E, self.M, self.N, self.k = sae.n_experts, sae.cfg.expert_size, sae.cfg.n_latents, sae.cfg.k
         self.n_ctx = lm.model.cfg.n_ctx

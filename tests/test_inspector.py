@@ -152,6 +152,13 @@ def test_inspector_refuses_a_dense_sae(ins):
         Inspector(sae, ins.lm, HOOK, ins.sample.tokens[:2])
 
 
+@pytest.mark.parametrize("variant", [dict(shared_expert=True), dict(top_e=2)])
+def test_inspector_refuses_the_variants(ins, variant):
+    from switch_sae import SwitchSAEConfig, SwitchSAE
+    sae = SwitchSAE(SwitchSAEConfig(d_in=128, n_latents=64, n_experts=4, k=4, device="cpu", **variant))
+    with pytest.raises(ValueError, match="shared_expert=True or top_e > 1"):
+        Inspector(sae, ins.lm, HOOK, ins.sample.tokens[:2])
+
 def test_from_run(tmp_path, ins):
     run = tmp_path / "run"
     shutil.copytree(demo_dir(), run)
