@@ -449,34 +449,20 @@ def trainer_tensors(path, lo: int, hi: int) -> Dict[str, torch.Tensor]:
 
 def load_sharded_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None, group=None) -> ExpertParallelTrainer:
     "Collective: an `ExpertParallelTrainer` at the state of the checkpoint folder `path`, written at any world size."
-    from switch_sae.train import MODEL_FIELDS
+    from switch_sae.train import check_resumable, restore_trainer_state
     path = Path(path)
     try: saved = SwitchSAEConfig.load(path / "cfg.json")
     except (FileNotFoundError, ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'}: {e}") from e
-    if cfg is not None:
-        differ = [f for f in MODEL_FIELDS if getattr(cfg, f) != getattr(saved, f)]
-        if differ:
-            raise ValueError(f"cannot resume {path}: its {', '.join(f'{f}={getattr(saved, f)!r}' for f in differ)} differ "
-                             f"from the config given ({', '.join(f'{f}={getattr(cfg, f)!r}' for f in differ)}).")
+    check_resumable(path, saved, cfg)
     cfg = cfg or saved
     model = ExpertParallelSwitchSAE(cfg, group)
     model.load_rows_(path)
     tr = ExpertParallelTrainer(cfg, model)
     ts = trainer_tensors(path, model.latent_lo, model.latent_hi)
-    try: state = json.loads((path / "trainer.json").read_text())
-    except (OSError, json.JSONDecodeError) as e: raise CheckpointError(f"{path / 'trainer.json'} is missing or corrupt ({e}).") from e
-    opt_state = {}
-    for k, v in ts.items():
-        if k.startswith("opt."):
-            i, name = k[4:].split(".", 1)
-            opt_state.setdefault(int(i), {})[name] = v
-    tr.opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    tr.sched.load_state_dict(state["sched"])
-    tr.tokens_since_fired.copy_(ts["tokens_since_fired"])
+    state = restore_trainer_state(tr, path, ts)
     if state.get("world_size", 1) == model.ep.world_size and "rng_cpu" in ts:
         own = load_tensors(path / shard_name("trainer", model.ep.rank, model.ep.world_size)) if model.ep.world_size > 1 else ts
         torch.set_rng_state(own["rng_cpu"])
-    tr.step, tr.tokens, tr.history = state["step"], state["tokens"], state["history"]
     return tr
 
 def latest_sharded_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None, group=None) -> Optional[ExpertParallelTrainer]:

@@ -64,7 +64,7 @@ GRIDS = {
                  steps=60, batch_size=256, eval_tokens=2048, n_ctxs=32, dup_max_latents=4096),
     "full": dict(width_mult=16, experts=(4, 8, 16, 32), ks=(8, 16, 32, 64), focus_E=16, focus_k=32,
                  alphas=(0.0, 0.1, 1.0, 3.0, 10.0, 100.0), timing_mults=(64, 128),
-                 steps=800, batch_size=1024, eval_tokens=16384, n_ctxs=256, dup_max_latents=16384),
+                 steps=2000, batch_size=1024, eval_tokens=16384, n_ctxs=256, dup_max_latents=16384),
     "paper": dict(width_mult=32, experts=(4, 8, 16, 32), ks=(8, 16, 32, 64), focus_E=16, focus_k=32,
                   alphas=(0.0, 0.1, 1.0, 3.0, 10.0, 100.0), timing_mults=(64, 128),
                   steps=10_000, batch_size=8192, eval_tokens=131072, n_ctxs=10_000, dup_max_latents=131072,

@@ -19,9 +19,9 @@ from .checkpoint import (ARCH_CLASSES, CheckpointError, atomic_write_text, save_
 
 # %% auto 0
 __all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'keep_freed_memory', 'health_warnings',
-           'NonFiniteError', 'Trainer', 'save_checkpoint', 'checkpoints', 'load_checkpoint', 'remove_unfinished',
-           'latest_checkpoint', 'prepare_out_dir', 'train', 'BatchTooLargeError', 'fitting_batch_size',
-           'out_of_memory_error']
+           'NonFiniteError', 'Trainer', 'save_checkpoint', 'checkpoints', 'check_resumable', 'restore_trainer_state',
+           'load_checkpoint', 'remove_unfinished', 'latest_checkpoint', 'prepare_out_dir', 'train',
+           'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
 
 # %% ../nbs/07_train.ipynb
 def build_sae(cfg: SwitchSAEConfig) -> SAEBase:
@@ -241,21 +241,17 @@ def checkpoints(out) -> List[Path]:
     "Complete checkpoint folders in `out`, oldest first."
     return sorted((Path(out) / "checkpoints").glob("step_*"))
 
-def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None) -> Trainer:
-    "Rebuild a `Trainer` from a checkpoint folder, exactly as it was when saved."
+def check_resumable(path, saved: SwitchSAEConfig, cfg: Optional[SwitchSAEConfig]) -> None:
+    "Refuse to resume the checkpoint `path` (whose config is `saved`) with a `cfg` of another model shape."
+    if cfg is None: return
+    differ = [f for f in MODEL_FIELDS if getattr(cfg, f) != getattr(saved, f)]
+    if differ:
+        raise ValueError(f"cannot resume {path}: its {', '.join(f'{f}={getattr(saved, f)!r}' for f in differ)} "
+                         f"differ from the config given ({', '.join(f'{f}={getattr(cfg, f)!r}' for f in differ)}).")
+
+def restore_trainer_state(tr: Trainer, path, ts: Dict[str, torch.Tensor]) -> dict:
+    "Put the optimizer, scheduler, dead-latent counters and step of checkpoint `path` (tensors `ts`) into `tr`."
     path = Path(path)
-    model = load_sae(path, device=cfg.device if cfg else None)
-    if cfg is not None:
-        differ = [f for f in MODEL_FIELDS if getattr(cfg, f) != getattr(model.cfg, f)]
-        if differ:
-            raise ValueError(f"cannot resume {path}: its {', '.join(f'{f}={getattr(model.cfg, f)!r}' for f in differ)} "
-                                  f"differ from the config given ({', '.join(f'{f}={getattr(cfg, f)!r}' for f in differ)}).")
-        model.cfg = cfg
-    tr = Trainer(cfg or model.cfg, model)
-    if (path / "shards.json").exists():   # written by an expert-parallel run (16_distributed): merge the shards
-        from switch_sae.distributed import trainer_tensors
-        ts = trainer_tensors(path, 0, model.cfg.n_latents)
-    else: ts = load_tensors(path / "trainer.safetensors")
     try: state = json.loads((path / "trainer.json").read_text())
     except (OSError, json.JSONDecodeError) as e: raise CheckpointError(f"{path / 'trainer.json'} is missing or corrupt ({e}).") from e
     opt_state = {}
@@ -266,8 +262,22 @@ def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None) -> Trainer:
     tr.opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     tr.sched.load_state_dict(state["sched"])
     tr.tokens_since_fired.copy_(ts["tokens_since_fired"])
-    torch.set_rng_state(ts["rng_cpu"])
     tr.step, tr.tokens, tr.history = state["step"], state["tokens"], state["history"]
+    return state
+
+def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None) -> Trainer:
+    "Rebuild a `Trainer` from a checkpoint folder, exactly as it was when saved."
+    path = Path(path)
+    model = load_sae(path, device=cfg.device if cfg else None)
+    check_resumable(path, model.cfg, cfg)
+    if cfg is not None: model.cfg = cfg
+    tr = Trainer(cfg or model.cfg, model)
+    if (path / "shards.json").exists():   # written by an expert-parallel run (16_distributed): merge the shards
+        from switch_sae.distributed import trainer_tensors
+        ts = trainer_tensors(path, 0, model.cfg.n_latents)
+    else: ts = load_tensors(path / "trainer.safetensors")
+    state = restore_trainer_state(tr, path, ts)
+    torch.set_rng_state(ts["rng_cpu"])
     if "data_state" in state:   # where the batch stream stood (see `train`)
         tr.data_state = {**state["data_state"], **load_tensors(path / "data.safetensors")}
     return tr
