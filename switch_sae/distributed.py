@@ -506,7 +506,7 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def _local_worker(rank, world_size, port, fn, args, queue):
+def _local_worker(rank, world_size, port, fn, args, queue, collected):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     try:
@@ -516,13 +516,17 @@ def _local_worker(rank, world_size, port, fn, args, queue):
         finally: dist.destroy_process_group()
     except BaseException as e:
         queue.put((rank, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    # Tensors travel through the queue as shared memory that this process serves: stay alive until the parent has them.
+    collected.wait(timeout=600)
 
 def run_local(fn: Callable, world_size: int, *args, timeout: float = 300):
     "Run `fn(rank, world_size, *args)` in `world_size` local processes joined by gloo; the results in rank order."
+    import queue as queue_mod
     import torch.multiprocessing as mp
     ctx = mp.get_context("spawn")
-    q, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_local_worker, args=(r, world_size, port, fn, args, q), daemon=True) for r in range(world_size)]
+    q, collected, port = ctx.Queue(), ctx.Event(), free_port()
+    procs = [ctx.Process(target=_local_worker, args=(r, world_size, port, fn, args, q, collected), daemon=True)
+             for r in range(world_size)]
     for p in procs: p.start()
     res, errors, deadline = {}, [], time.time() + timeout
     try:
@@ -532,13 +536,14 @@ def run_local(fn: Callable, world_size: int, *args, timeout: float = 300):
                 if errors: break
                 raise TimeoutError(f"run_local: {world_size} processes did not finish in {timeout} s.")
             try: rank, status, val = q.get(timeout=min(left, 5))
-            except Exception:
+            except queue_mod.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead and q.empty(): raise RuntimeError(f"run_local: a process exited with code {dead[0].exitcode}.")
                 continue
             (res.__setitem__(rank, val) if status == "ok" else errors.append((rank, val)))
             if errors: deadline = min(deadline, time.time() + 5)   # collect the other ranks' errors for a moment
     finally:
+        collected.set()
         for p in procs:
             p.join(timeout=10 if not errors else 1)
             if p.is_alive(): p.terminate()
