@@ -21,7 +21,7 @@ from .lm_eval import evaluate_lm
 
 # %% auto 0
 __all__ = ['add_dataclass_args', 'given_args', 'dataclass_from_args', 'SyntheticSource', 'LMSource', 'make_source', 'finish_run',
-           'run_train', 'run_eval', 'make_parser', 'main']
+           'check_resume_source', 'run_train', 'run_eval', 'make_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb
 def _field_comments(cls) -> dict:
@@ -166,6 +166,16 @@ def finish_run(out: Path, tr, src, cfg: SwitchSAEConfig, command: str) -> dict:
     write_report(out, m, cfg.to_dict(), images=images, notes=[src.summary(m), "", f"Command: `{command}`"])
     return m
 
+def check_resume_source(out: Path, described: dict) -> None:
+    "Refuse to resume the run in `out` on activations other than those its `data.json` describes."
+    if not (out / "data.json").exists(): return
+    before = json.loads((out / "data.json").read_text())
+    if any(before.get(k) != described.get(k) for k in ("kind", "activations", "synthetic", "seed")):
+        diff = sorted(k for k in set(before) | set(described)
+                      if not k.startswith("eval") and before.get(k) != described.get(k))
+        raise ValueError(f"cannot resume {out}: its activations came from another source ({', '.join(diff)} differ: "
+                         f"{ {k: before.get(k) for k in diff} }); resume with the same data flags, or start a new --out.")
+
 def run_train(args) -> dict:
     "`switch-sae train`."
     import os
@@ -178,13 +188,7 @@ def run_train(args) -> dict:
     except (FileExistsError, NotADirectoryError): raise
     except OSError as e: raise SystemExit(f"error: cannot use --out {out}: {e.strerror or e}; choose a folder you can write to.")
     described = src.describe()
-    if args.resume and (out / "data.json").exists():
-        before = json.loads((out / "data.json").read_text())
-        if any(before.get(k) != described.get(k) for k in ("kind", "activations", "synthetic", "seed")):
-            diff = sorted(k for k in set(before) | set(described)
-                          if not k.startswith("eval") and before.get(k) != described.get(k))
-            raise ValueError(f"cannot resume {out}: its activations came from another source ({', '.join(diff)} differ: "
-                             f"{ {k: before.get(k) for k in diff} }); resume with the same data flags, or start a new --out.")
+    if args.resume: check_resume_source(out, described)
     atomic_write_text(out / "data.json", json.dumps(described, indent=2))
     E = cfg.n_experts if cfg.arch == "switch" else 1
     print(f"training a {cfg.arch} SAE (d_in={cfg.d_in}, N={cfg.n_latents}, E={E}, k={cfg.k}) on {args.data} activations "

@@ -18,7 +18,7 @@ from .topk import EncoderOutput, geometric_median
 from .router import route, group_by_expert
 from .switch import SwitchSAE, RoutedEncoder, expert_topk
 from .checkpoint import CheckpointError, atomic_write_text, save_tensors, load_tensors, _load_state
-from .train import Trainer, checkpoints
+from .train import Trainer, checkpoints, _optimizer_tensors
 from .activations import ActivationConfig, ActivationStore, cache_activations
 
 # %% auto 0
@@ -409,10 +409,6 @@ class ExpertParallelTrainer(Trainer):
     def save(self, out, keep: int = 2) -> Path: return save_sharded_checkpoint(self, out, keep)
 
 # %% ../nbs/16_distributed.ipynb
-def _opt_tensors(tr: Trainer) -> Dict[str, torch.Tensor]:
-    sd = tr.opt.state_dict()
-    return {f"opt.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
-
 @torch.no_grad()
 def save_sharded_checkpoint(tr: ExpertParallelTrainer, out, keep: int = 2) -> Path:
     "Collective: write `tr`'s state to `out/checkpoints/step_<step>` in shards, atomically; keep the `keep` newest."
@@ -426,7 +422,7 @@ def save_sharded_checkpoint(tr: ExpertParallelTrainer, out, keep: int = 2) -> Pa
         tmp.mkdir()
     eg.barrier()
     tr.model.save_pretrained(tmp)
-    opt = _opt_tensors(tr)
+    opt = {f"opt.{k}": v for k, v in _optimizer_tensors(tr.opt).items()}
     mine = {k: v for k, v in opt.items() if k.startswith(("opt.0.", "opt.1."))}
     save_tensors({**mine, "tokens_since_fired": tr.tokens_since_fired, "rng_cpu": torch.get_rng_state()},
                  tmp / shard_name("trainer", eg.rank, eg.world_size))
@@ -570,7 +566,7 @@ def _share(eg: ExpertGroup, obj):
 
 def run_train_expert_parallel(args, eg: Optional[ExpertGroup] = None) -> Optional[dict]:
     "`switch-sae train` on every rank of a `torchrun` launch; rank 0 evaluates and writes the report (returns its metrics)."
-    from switch_sae.cli import make_source, given_args, finish_run, _round
+    from switch_sae.cli import make_source, given_args, finish_run, _round, check_resume_source
     from switch_sae.train import train, prepare_out_dir, NonFiniteError
     own = eg is None and not dist.is_initialized()
     eg = eg or init_from_env() or ExpertGroup()
@@ -589,11 +585,7 @@ def run_train_expert_parallel(args, eg: Optional[ExpertGroup] = None) -> Optiona
             try:
                 prepare_out_dir(out, args.resume, args.overwrite)
                 described = src.describe()
-                if args.resume and (out / "data.json").exists():
-                    before = json.loads((out / "data.json").read_text())
-                    diff = sorted(k for k in ("kind", "activations", "synthetic", "seed") if before.get(k) != described.get(k))
-                    if diff: raise ValueError(f"cannot resume {out}: its activations came from another source ({', '.join(diff)} "
-                                              f"differ); resume with the same data flags, or start a new --out.")
+                if args.resume: check_resume_source(out, described)
                 rank_streams = args.data == "lm" and getattr(src, "cache", None) is None
                 atomic_write_text(out / "data.json", json.dumps(dict(described, world_size=eg.world_size,
                                                                      rank_streams=rank_streams), indent=2))

@@ -123,9 +123,8 @@ class SwitchSAE(SAEBase):
     def __init__(self, cfg: SwitchSAEConfig, backend: str = "auto", sparse_grad: bool = True):
         if cfg.arch != "switch": raise ValueError(f"SwitchSAE needs cfg.arch == 'switch', got {cfg.arch!r}; use TopKSAE for 'topk'.")
         super().__init__(cfg)
-        E, d = cfg.n_experts, cfg.d_in
+        E, d = cfg.n_routed_experts, cfg.d_in   # the router chooses among these; a shared expert is always on
         kw = dict(device=cfg.torch_device, dtype=cfg.torch_dtype)
-        E = cfg.n_routed_experts   # the router chooses among these; a shared expert is always on
         W_router = (torch.rand(E, d, generator=self._gen, dtype=torch.float64) * 2 - 1) / math.sqrt(d)
         self.W_router = nn.Parameter(W_router.to(**kw))
         self.b_router = nn.Parameter(torch.zeros(d, **kw))
