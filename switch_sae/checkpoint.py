@@ -113,6 +113,7 @@ def load_sae(path, device=None, cls=None) -> SAEBase:
 
 def _load_state(sae, sd, where):
     own = sae.state_dict()
+    if "act_scale" not in sd: sd = {**sd, "act_scale": torch.ones_like(own["act_scale"])}   # saved before the scale existed
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     if missing or extra:
         raise CheckpointError(f"{where} does not match a {type(sae).__name__}: missing {missing}, unexpected {extra}.")
@@ -132,8 +133,11 @@ _REF_NAMES = {"W_enc": "encoder.weight", "W_dec": "decoder", "W_router": "router
 
 @patch
 def to_reference_state_dict(self: SAEBase) -> Dict[str, torch.Tensor]:
-    "The parameters under the reference code's names (amudide/switch_sae, dictionary_learning)."
-    return {_REF_NAMES[k]: v.detach().clone() for k, v in self.state_dict().items()}
+    """The parameters under the reference code's names (amudide/switch_sae, dictionary_learning), with `act_scale`
+    folded in so that the result takes and returns raw activations (the reference layout has no scale)."""
+    s = self.act_scale.detach()
+    fold = dict(W_enc=s, W_router=s, W_dec=1 / s, b_dec=1 / s, b_router=1 / s, b_enc=torch.ones_like(s))
+    return {_REF_NAMES[k]: (v.detach() * fold[k]).clone() for k, v in self.state_dict().items() if k != "act_scale"}
 
 @patch(cls_method=True)
 def from_reference_state_dict(cls: SAEBase, sd: Dict[str, torch.Tensor], cfg: SwitchSAEConfig) -> SAEBase:

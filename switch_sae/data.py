@@ -23,14 +23,16 @@ class SyntheticConfig:
     scale: float = 3.0             # multiplies every coefficient: activations of norm about sqrt(d_in)
     noise: float = 0.05            # std of isotropic Gaussian noise added to each coordinate
     seed: int = 0                  # seeds the feature directions
+    gain: float = 1.0              # multiplies every activation, noise included: the data's units (scale-free tests)
 
     def __post_init__(self):
         if self.n_clusters > self.d_in:
             raise ValueError(f"n_clusters ({self.n_clusters}) must be <= d_in ({self.d_in}): anchor directions are orthogonal.")
         if not 1 <= self.n_active <= self.features_per_cluster:
             raise ValueError(f"n_active ({self.n_active}) must lie in [1, features_per_cluster={self.features_per_cluster}].")
-        if self.anchor < 0 or self.noise < 0 or self.scale <= 0:
-            raise ValueError(f"anchor and noise must be >= 0 and scale > 0, got {self.anchor}, {self.noise}, {self.scale}.")
+        if self.anchor < 0 or self.noise < 0 or self.scale <= 0 or not self.gain > 0:
+            raise ValueError(f"anchor and noise must be >= 0, scale and gain > 0, got {self.anchor}, {self.noise}, "
+                             f"{self.scale}, {self.gain}.")
 
     @property
     def per_cluster(self) -> int:
@@ -70,7 +72,7 @@ class SyntheticData:
         coeffs.scatter_(1, first + pick, c.scale * (0.5 + torch.rand(n, c.n_active, generator=generator)))
         if c.anchor > 0:
             coeffs.scatter_(1, first - 1, c.scale * c.anchor * (0.5 + torch.rand(n, 1, generator=generator)))
-        x = coeffs @ self.features + c.noise * torch.randn(n, c.d_in, generator=generator)
+        x = (coeffs @ self.features + c.noise * torch.randn(n, c.d_in, generator=generator)) * c.gain
         return x.to(self.device, self.dtype), cluster.to(self.device), coeffs
 
     def batch(self, batch_size: int, seed: int, index: int):

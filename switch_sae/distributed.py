@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 from .config import SwitchSAEConfig
-from .topk import EncoderOutput, geometric_median
+from .topk import EncoderOutput, geometric_median, scale_for
 from .router import route, group_by_expert
 from .switch import SwitchSAE, RoutedEncoder, expert_topk
 from .checkpoint import CheckpointError, atomic_write_text, save_tensors, load_tensors, _load_state
@@ -164,7 +164,7 @@ class ExpertParallelSwitchSAE(SwitchSAE):
 
 # %% ../nbs/16_distributed.ipynb
 def _ep_forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False) -> EPOutput:
-    flat = self.check_input(x)
+    flat = self.scale_in(x)                                   # in the SAE's units, as in one process
     cfg, eg = self.cfg, self.ep
     W, E, El, d = eg.world_size, cfg.n_experts, self.n_local_experts, cfg.d_in
     r = route(flat, self.W_router, self.b_router, cfg.heaviside)
@@ -206,7 +206,7 @@ def _ep_forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = Fa
     sst = stats[3 + d] - stats[3:3 + d].pow(2).sum() / B
     fve = (1 - stats[2] / sst).float()
     enc = EncoderOutput(top_acts, top_idx, r.expert, r.probs)
-    return EPOutput(x_hat.reshape(x.shape), l2, lb, total, enc, fve, B, load)
+    return EPOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc, fve, B, load)
 
 def _ep_encode(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> EncoderOutput:
     "Route, exchange and encode this rank's tokens of `x`; the codes come back with global latent indices."
@@ -226,7 +226,7 @@ GATHER_INIT_MAX = 2**24   # numbers in the global batch up to which the init gat
 def _ep_init_biases_(self: ExpertParallelSwitchSAE, x: torch.Tensor, max_iter: int = 100, tol: float = 1e-5):
     "Set `b_dec` and `b_router` to the geometric median of the global batch (Weiszfeld, as `geometric_median`)."
     eg = self.ep
-    pts = self.check_input(x).float()
+    pts = self.scale_in(x).float()
     sizes = eg.all_gather_rows(torch.tensor([len(pts)]))
     if bool((sizes == len(pts)).all()) and int(sizes.sum()) * pts.shape[1] <= GATHER_INIT_MAX:
         # small enough to gather: the very computation of one process on the concatenated batch
@@ -266,7 +266,16 @@ def _ep_clip_grad_norm_(self: ExpertParallelSwitchSAE, max_norm: float) -> torch
         if p.grad is not None: p.grad.mul_(coef.to(p.grad.dtype))
     return norm
 
-ExpertParallelSwitchSAE.init_biases_ = _ep_init_biases_
+@torch.no_grad()
+def _ep_set_act_scale_(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> float:
+    "`act_scale` from the mean squared norm of the global batch (every rank's `x`), as one process would choose it."
+    sq = self.check_input(x).double().pow(2).sum(-1)
+    s = self.ep.all_reduce(torch.stack([sq.sum(), sq.new_tensor(float(len(sq)))]), "init")
+    scale = scale_for((s[0] / s[1]).item(), self.cfg.d_in)
+    self.act_scale.fill_(scale)
+    return scale
+
+ExpertParallelSwitchSAE.init_biases_, ExpertParallelSwitchSAE.set_act_scale_ = _ep_init_biases_, _ep_set_act_scale_
 ExpertParallelSwitchSAE.sync_grads_ = _ep_sync_grads_
 ExpertParallelSwitchSAE.clip_grad_norm_ = _ep_clip_grad_norm_
 
@@ -283,7 +292,7 @@ def _ep_save_pretrained(self: ExpertParallelSwitchSAE, path):
                  {"arch": "switch", "latents": f"{self.latent_lo}:{self.latent_hi}"})
     eg.barrier()
     if eg.is_main:
-        save_tensors({"b_dec": self.b_dec, "W_router": self.W_router, "b_router": self.b_router},
+        save_tensors({"b_dec": self.b_dec, "W_router": self.W_router, "b_router": self.b_router, "act_scale": self.act_scale},
                      path / "replicated.safetensors", {"arch": "switch"})
         atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
         M = self.n_local_latents

@@ -136,8 +136,8 @@ class SwitchSAE(SAEBase):
         return self.cfg.n_routed_experts
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
-        "Route each token of `x` [..., d_in] and encode it with its expert(s) only."
-        x = self.check_input(x)
+        "Route each token of `x` [..., d_in] (raw activations) and encode it with its expert(s) only."
+        x = self.scale_in(x)
         cfg = self.cfg
         if cfg.top_e == 1 and not cfg.shared_expert:
             r = route(x, self.W_router, self.b_router, cfg.heaviside)
@@ -168,7 +168,7 @@ class SwitchSAE(SAEBase):
 # %% ../nbs/05_switch.ipynb
 def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
     "The reference code's dense-then-mask Switch SAE forward pass (and its variants), for tests and benchmarks."
-    flat = sae.check_input(x)
+    flat = sae.scale_in(x)                                                          # in the SAE's units
     cfg = sae.cfg
     z = F.relu((flat - sae.b_dec) @ sae.W_enc.T)                                     # [B, N]
     with torch.autocast(flat.device.type, enabled=False):
@@ -188,7 +188,7 @@ def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
     expert = top_e[:, 0]
     l2, lb = l2_loss(flat, x_hat), lb_loss(p, top_e.reshape(-1))
     enc = EncoderOutput(acts, idx, expert, p)
-    return SAEOutput(x_hat.reshape(x.shape), l2, lb, l2 + cfg.lb_alpha * cfg.d_in * lb, enc)
+    return SAEOutput((x_hat / sae.act_scale).reshape(x.shape), l2, lb, l2 + cfg.lb_alpha * cfg.d_in * lb, enc)
 
 class SwitchReference(SwitchSAE):
     "A `SwitchSAE` trained through `switch_reference`: the authors' dense-then-mask cost, for benchmarks."
@@ -203,13 +203,16 @@ def _grads(sae, fn, x, autocast=None):
     return out, {n: p.grad.clone() for n, p in sae.named_parameters()}
 
 def check_against_reference(cfg: SwitchSAEConfig, x: torch.Tensor, backend: str = "auto", skew: float = 0.0,
-                            atol: float = 1e-10, sparse_grad: bool = True, autocast=None, rtol: float = 0.0):
+                            atol: float = 1e-10, sparse_grad: bool = True, autocast=None, rtol: float = 0.0,
+                            act_scale: float = 2.0):
     """Assert that `SwitchSAE` and `switch_reference` agree in outputs and every gradient; returns the expert load.
-    With `autocast` (a dtype), both run under it and are compared at `rtol`, relative to each tensor's norm."""
+    With `autocast` (a dtype), both run under it and are compared at `rtol`, relative to each tensor's norm.
+    `act_scale` sets the SAE's units (`03_topk`); the default, a power of 2, leaves float rounding unchanged."""
     sae = SwitchSAE(cfg, backend=backend, sparse_grad=sparse_grad)
     with torch.no_grad():
         sae.W_router[: max(1, sae.n_experts // 4)] += skew * x.mean(0)   # push tokens towards a few experts
         sae.b_dec.normal_(); sae.b_router.normal_()
+        sae.act_scale.fill_(act_scale)
     o1, g1 = _grads(sae, sae, x, autocast)
     o2, g2 = _grads(sae, lambda t: switch_reference(sae, t), x, autocast)
     pairs = [(o1.x_hat, o2.x_hat, "x_hat"), (o1.l2, o2.l2, "l2"), (o1.lb, o2.lb, "lb"), (o1.total, o2.total, "total")]

@@ -13,7 +13,8 @@ from .config import SwitchSAEConfig
 from .losses import l2_loss
 
 # %% auto 0
-__all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'SAEBase', 'check_input', 'decode', 'lb_term', 'forward', 'TopKSAE']
+__all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'SAEBase', 'check_input', 'scale_in', 'scale_for', 'set_act_scale_',
+           'decode_scaled', 'decode', 'lb_term', 'forward', 'TopKSAE']
 
 # %% ../nbs/03_topk.ipynb
 class EncoderOutput(NamedTuple):
@@ -55,6 +56,7 @@ class SAEBase(nn.Module):
         self.W_enc = nn.Parameter(W_enc.to(**kw))
         self.W_dec = nn.Parameter(W_enc.clone().to(**kw))
         self.b_dec = nn.Parameter(torch.zeros(d, **kw))
+        self.register_buffer("act_scale", torch.ones((), **kw))   # raw activations x this = the SAE's units
         self.set_decoder_norm_to_unit_norm()
 
     @property
@@ -75,8 +77,8 @@ class SAEBase(nn.Module):
 
     @torch.no_grad()
     def init_biases_(self, x: torch.Tensor):
-        "Set `b_dec` to the geometric median of a batch `x` [B, d]."
-        self.b_dec.copy_(geometric_median(self.check_input(x).float()).to(self.b_dec.dtype))
+        "Set `b_dec` to the geometric median of a batch `x` [B, d] of raw activations (in the SAE's units)."
+        self.b_dec.copy_(geometric_median(self.scale_in(x).float()).to(self.b_dec.dtype))
 
 # %% ../nbs/03_topk.ipynb
 def check_input(self: SAEBase, x) -> torch.Tensor:
@@ -96,31 +98,56 @@ def check_input(self: SAEBase, x) -> torch.Tensor:
         raise ValueError(f"activations are on {x.device} but the SAE is on {self.W_dec.device}; move one of them (x.to('{self.W_dec.device}')).")
     return x.reshape(-1, d)
 
-SAEBase.check_input = check_input
+def scale_in(self: SAEBase, x) -> torch.Tensor:
+    "Check raw activations, flatten them to [tokens, d_in] and bring them into the SAE's units (x * `act_scale`)."
+    return self.check_input(x) * self.act_scale
+
+SAEBase.check_input, SAEBase.scale_in = check_input, scale_in
 
 # %% ../nbs/03_topk.ipynb
-def decode(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
-    "x_hat = sum of top_acts * W_dec[top_indices] + b_dec: a sparse decoder, k rows per token."
+def scale_for(mean_sq_norm: float, d_in: int) -> float:
+    "The factor that brings activations of mean squared norm `mean_sq_norm` to mean squared norm `d_in`."
+    if not math.isfinite(mean_sq_norm) or mean_sq_norm <= 0:
+        raise ValueError(f"cannot normalise activations whose mean squared norm is {mean_sq_norm}: the batch is all "
+                         f"zeros or holds NaN/Inf. Check the activation source, or train with normalize=False.")
+    return math.sqrt(d_in / mean_sq_norm)
+
+@torch.no_grad()
+def set_act_scale_(self: SAEBase, x: torch.Tensor) -> float:
+    "Choose `act_scale` so that the raw activations `x` have mean squared norm `d_in` in the SAE's units; returns it."
+    s = scale_for(self.check_input(x).double().pow(2).sum(-1).mean().item(), self.cfg.d_in)
+    self.act_scale.fill_(s)
+    return s
+
+SAEBase.set_act_scale_ = set_act_scale_
+
+# %% ../nbs/03_topk.ipynb
+def decode_scaled(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
+    "sum of top_acts * W_dec[top_indices] + b_dec, in the SAE's units: a sparse decoder, k rows per token."
     shape = top_acts.shape[:-1]
     acts, idx = top_acts.reshape(-1, top_acts.shape[-1]), top_indices.reshape(-1, top_indices.shape[-1])
     out = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")
     return (out + self.b_dec).reshape(*shape, out.shape[-1])
+
+def decode(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
+    "x_hat in the raw activations' units: `decode_scaled` divided by `act_scale`."
+    return self.decode_scaled(top_acts, top_indices) / self.act_scale
 
 def lb_term(self: SAEBase, enc: EncoderOutput) -> torch.Tensor:
     "The load-balancing loss; zero for a dense SAE."
     return enc.top_acts.new_zeros(())
 
 def forward(self: SAEBase, x: torch.Tensor) -> SAEOutput:
-    "Encode, decode and compute the losses `l2`, `lb` and `total`."
-    flat = self.check_input(x)
-    enc = self.encode(flat)
-    x_hat = self.decode(enc.top_acts, enc.top_indices)
-    l2 = l2_loss(flat, x_hat)
+    "Encode, decode and compute the losses `l2`, `lb` and `total` (in the SAE's units); `x_hat` in raw units."
+    xs = self.scale_in(x)
+    enc = self.encode(x)
+    x_hat = self.decode_scaled(enc.top_acts, enc.top_indices)
+    l2 = l2_loss(xs, x_hat)
     lb = self.lb_term(enc)
     total = l2 + self.cfg.lb_alpha * self.cfg.d_in * lb
-    return SAEOutput(x_hat.reshape(x.shape), l2, lb, total, enc)
+    return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
 
-SAEBase.decode, SAEBase.lb_term, SAEBase.forward = decode, lb_term, forward
+SAEBase.decode_scaled, SAEBase.decode, SAEBase.lb_term, SAEBase.forward = decode_scaled, decode, lb_term, forward
 
 # %% ../nbs/03_topk.ipynb
 class TopKSAE(SAEBase):
@@ -130,8 +157,8 @@ class TopKSAE(SAEBase):
         self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, device=cfg.torch_device, dtype=cfg.torch_dtype))
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
-        "Top-k latents of every token in `x` [..., d_in], flattened to [tokens, ...]."
-        x = self.check_input(x)
+        "Top-k latents of every token in `x` [..., d_in] (raw activations), flattened to [tokens, ...]."
+        x = self.scale_in(x)
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         B = x.shape[0]

@@ -133,7 +133,9 @@ class Trainer:
             raise TypeError(f"step {self.step}: a batch must be a floating-point tensor [batch, {cfg.d_in}], got "
                             f"{getattr(x, 'dtype', type(x).__name__)}.")
         x = x.to(self.device, m.W_dec.dtype, non_blocking=True)
-        if self.step == 0: m.init_biases_(x)
+        if self.step == 0:   # the SAE's units (03_topk), then the biases in them
+            if cfg.normalize: m.set_act_scale_(x)
+            m.init_biases_(x)
         m.set_decoder_norm_to_unit_norm()
         with torch.autocast(**self.autocast): out = self.forward(x)
         if not bool(torch.isfinite(out.total)):   # NaN/Inf anywhere in x reaches the loss
