@@ -32,7 +32,7 @@ class SwitchSAEConfig:
     shared_expert: bool = False  # switch1on: the last expert is always on (gate 1); the router picks among the other E - 1
     top_e: int = 1             # moe: route each token to its top_e experts; k latents chosen jointly among them
     # --- loss ---
-    lb_alpha: float = 3.0      # L = L2 + lb_alpha * d_in * L_lb, L2 in the SAE's units (02_losses maps the paper's value)
+    lb_alpha: float = 0.1      # L = L2 + lb_alpha * d_in * L_lb in the SAE's units: the authors' balance (02_losses maps their value)
     normalize: bool = True     # train on activations scaled to mean squared norm d_in (factor from the first batch, kept in the model)
     # --- optimisation ---
     lr: Optional[float] = None # None: 2e-4 / sqrt(n_latents / 2**14), the paper's rule

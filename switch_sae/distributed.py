@@ -415,11 +415,11 @@ class ExpertParallelTrainer(Trainer):
         dead = self.model.ep.all_reduce((self.tokens_since_fired >= window).sum().reshape(1).double(), "stats")
         return (dead / self.cfg.n_latents).item()
 
-    def save(self, out, keep: int = 2) -> Path: return save_sharded_checkpoint(self, out, keep)
+    def save(self, out, keep: int = 2, stream: bool = True) -> Path: return save_sharded_checkpoint(self, out, keep, stream)
 
 # %% ../nbs/16_distributed.ipynb
 @torch.no_grad()
-def save_sharded_checkpoint(tr: ExpertParallelTrainer, out, keep: int = 2) -> Path:
+def save_sharded_checkpoint(tr: ExpertParallelTrainer, out, keep: int = 2, stream: bool = True) -> Path:
     "Collective: write `tr`'s state to `out/checkpoints/step_<step>` in shards, atomically; keep the `keep` newest."
     tr.flush()
     eg = tr.model.ep

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 # %% auto 0
-__all__ = ['l2_loss', 'fve', 'lb_loss', 'expert_load', 'router_entropy']
+__all__ = ['l2_loss', 'fve', 'lb_loss', 'expert_load', 'router_entropy', 'lb_alpha_from_raw']
 
 # %% ../nbs/02_losses.ipynb
 def l2_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -35,3 +35,8 @@ def router_entropy(router_probs: torch.Tensor) -> torch.Tensor:
     "Mean entropy (nats) of the router distribution per token."
     p = router_probs.float()
     return -(p * p.clamp_min(1e-30).log()).sum(-1).mean()
+
+# %% ../nbs/02_losses.ipynb
+def lb_alpha_from_raw(lb_alpha_raw: float, act_scale: float) -> float:
+    "The `lb_alpha` that weighs the two terms, in the SAE's units, as `lb_alpha_raw` did on raw activations."
+    return lb_alpha_raw * act_scale ** 2

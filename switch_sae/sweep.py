@@ -18,10 +18,14 @@ from .geometry import duplicated_features, nearest_neighbours
 from .checkpoint import atomic_write_text
 
 # %% auto 0
-__all__ = ['GRIDS', 'COLUMNS', 'RunSpec', 'flops_per_token', 'run_id', 'grid_runs', 'SweepData', 'read_rows', 'write_rows',
-           'run_one', 'sweep', 'sweep_verdicts', 'plot_sweep', 'sweep_parser', 'sweep_main']
+__all__ = ['DEFAULT_LB_ALPHA', 'GRIDS', 'COLUMNS', 'AUTHORS_LB_RATIO', 'RunSpec', 'flops_per_token', 'run_id', 'best_lr',
+           'grid_runs', 'in_shard', 'merge_shards', 'SweepData', 'read_rows', 'write_rows', 'lb_ratio', 'run_one',
+           'sweep', 'sweep_verdicts', 'lb_verdicts', 'plot_lb', 'repro_verdicts', 'plot_repro', 'plot_sweep',
+           'sweep_parser', 'sweep_main']
 
 # %% ../nbs/18_sweep.ipynb
+DEFAULT_LB_ALPHA = {f.name: f.default for f in dataclasses.fields(SwitchSAEConfig)}["lb_alpha"]
+
 @dataclass(frozen=True)
 class RunSpec:
     "What one run of the sweep varies."
@@ -31,8 +35,10 @@ class RunSpec:
     k: int = 32
     top_e: int = 1
     shared_expert: bool = False
-    lb_alpha: float = 3.0
+    lb_alpha: float = DEFAULT_LB_ALPHA
     heaviside: bool = False
+    lr: Optional[float] = None    # None: the paper's rule 2e-4 / sqrt(N / 2^14)
+    steps: Optional[int] = None   # None: the grid's steps (a learning-rate sweep runs shorter)
 
     @property
     def variant(self) -> str:
@@ -44,7 +50,12 @@ class RunSpec:
         E = 1 if self.arch == "topk" else self.n_experts
         return SwitchSAEConfig(d_in=d_in, arch=self.arch, n_latents=self.n_latents, n_experts=E, k=self.k,
                                top_e=self.top_e, shared_expert=self.shared_expert, lb_alpha=self.lb_alpha,
-                               heaviside=self.heaviside, **train_kw)
+                               heaviside=self.heaviside, lr=self.lr, **{**train_kw, **({"steps": self.steps} if self.steps else {})})
+
+    @property
+    def lr_rule(self) -> float:
+        "The paper's learning rate for this width."
+        return 2e-4 / math.sqrt(self.n_latents / 2**14)
 
 def flops_per_token(cfg: SwitchSAEConfig) -> int:
     "Forward encoder (and router) FLOPs per token: 2 N d dense; 2 E_r d + 2 (top_e + shared) M d for a Switch SAE."
@@ -55,45 +66,101 @@ def flops_per_token(cfg: SwitchSAEConfig) -> int:
 def run_id(spec: RunSpec, steps: int, batch_size: int, seed: int) -> str:
     "A name for the row of this run (what a resumed sweep skips)."
     E = 1 if spec.arch == "topk" else spec.n_experts
-    return (f"{spec.variant}-N{spec.n_latents}-E{E}-k{spec.k}-a{spec.lb_alpha:g}"
-            f"-s{steps}-b{batch_size}-seed{seed}")
+    lr = "" if spec.lr is None else f"-lr{spec.lr:.4g}"
+    return (f"{spec.variant}-N{spec.n_latents}-E{E}-k{spec.k}-a{spec.lb_alpha:g}{lr}"
+            f"-s{spec.steps or steps}-b{batch_size}-seed{seed}")
 
 # %% ../nbs/18_sweep.ipynb
 GRIDS = {
-    "ci":   dict(width_mult=4, experts=(4, 8), ks=(8,), focus_E=4, focus_k=8, alphas=(0.0, 3.0), timing_mults=(8,),
+    "ci":   dict(width_mult=4, experts=(4, 8), ks=(8,), focus_E=4, focus_k=8, alphas=(0.0, DEFAULT_LB_ALPHA), timing_mults=(8,),
                  steps=60, batch_size=256, eval_tokens=2048, n_ctxs=32, dup_max_latents=4096),
     "full": dict(width_mult=16, experts=(4, 8, 16, 32), ks=(8, 16, 32, 64), focus_E=16, focus_k=32,
-                 alphas=(0.0, 0.1, 1.0, 3.0, 10.0, 100.0), timing_mults=(64, 128),
+                 alphas=(0.0, 0.1, 1.0, 3.0, 10.0, 100.0, DEFAULT_LB_ALPHA), timing_mults=(64, 128),
                  steps=2000, batch_size=1024, eval_tokens=16384, n_ctxs=256, dup_max_latents=16384),
     "paper": dict(width_mult=32, experts=(4, 8, 16, 32), ks=(8, 16, 32, 64), focus_E=16, focus_k=32,
-                  alphas=(0.0, 0.1, 1.0, 3.0, 10.0, 100.0), timing_mults=(64, 128),
+                  alphas=(0.0, 0.1, 1.0, 3.0, 10.0, 100.0, DEFAULT_LB_ALPHA), timing_mults=(64, 128),
                   steps=10_000, batch_size=8192, eval_tokens=131072, n_ctxs=10_000, dup_max_latents=131072,
                   cache_tokens=2**23),
+    # the load-balancing weight alone: quality against balance, one run per lb_alpha
+    "lb":   dict(kind="lb", width_mult=16, focus_E=16, focus_k=32,
+                 alphas=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=2000, batch_size=1024,
+                 eval_tokens=16384, n_ctxs=256, dup_max_latents=0),
+    # the reproduction: a learning-rate sweep per architecture and width, then every run with its best rate
+    "repro": dict(kind="repro", width_mult=8, flop_experts=(2, 4, 8, 16), width_experts=(4, 8, 16), ks=(32, 16),
+                  lrs=(5e-4, 1e-3, 2e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
+                  eval_tokens=16384, n_ctxs=256, dup_max_latents=16384),
+    "repro-ci": dict(kind="repro", width_mult=2, flop_experts=(2,), width_experts=(2,), ks=(8, 4),
+                     lrs=(1e-3, 4e-3), lr_k=8, lr_steps=20, steps=40, batch_size=256,
+                     eval_tokens=2048, n_ctxs=32, dup_max_latents=4096),
 }
 
-def grid_runs(name: str, d: int) -> List[RunSpec]:
-    "The runs of grid `name` for activations of width `d`, in order, without repeats or impossible configurations."
+def _repro_configs(g: dict, d: int) -> List[RunSpec]:
+    "The architectures and widths of a reproduction grid: dense TopK, width-matched and FLOP-matched Switch SAEs."
+    Nd = g["width_mult"] * d
+    return ([RunSpec("topk", Nd, 1, g["lr_k"])] + [RunSpec("switch", Nd, E, g["lr_k"]) for E in g["width_experts"]]
+            + [RunSpec("switch", E * Nd, E, g["lr_k"]) for E in g["flop_experts"]])
+
+def _same_model(r: dict, c: RunSpec) -> bool:
+    return (r["arch"], int(r["n_latents"]), int(r["n_experts"])) == (c.arch, c.n_latents, c.n_experts)
+
+def best_lr(rows: List[dict], c: RunSpec, lrs, steps: int) -> Optional[float]:
+    "The learning rate with the lowest held-out MSE among the lr-sweep rows of `c`'s model; None until all have run."
+    got = {float(r["lr"]): float(r["mse"]) for r in rows if r.get("phase") == "lr-sweep" and _same_model(r, c)
+           and int(r["k"]) == c.k and int(r["steps"]) == steps}
+    want = sorted(set(lrs) | {c.lr_rule})
+    if not all(any(math.isclose(lr, g, rel_tol=1e-3) for g in got) for lr in want): return None
+    return min(got, key=got.get)
+
+def grid_runs(name: str, d: int, rows: List[dict] = ()) -> List[RunSpec]:
+    """The runs of grid `name` for activations of width `d`, in order, without repeats or impossible configurations.
+    A reproduction grid's later runs use the learning rates its lr sweep chose: they appear once `rows` hold that sweep."""
     if name not in GRIDS: raise ValueError(f"unknown grid {name!r}: choose one of {sorted(GRIDS)}.")
     g = GRIDS[name]
-    Nd, E0, k0 = g["width_mult"] * d, g["focus_E"], g["focus_k"]
+    Nd, kind = g["width_mult"] * d, g.get("kind", "paper")
     runs = []
-    for k in g["ks"]:                                         # the frontiers
-        runs.append(RunSpec("topk", Nd, 1, k))
-        runs += [RunSpec("switch", Nd, E, k) for E in g["experts"]]           # width-matched: same N
-    for k in g["ks"]:                                         # variants at E0, N = Nd
-        runs += [RunSpec("switch", Nd, E0, k, heaviside=True), RunSpec("switch", Nd, E0, k, shared_expert=True),
-                 RunSpec("switch", Nd, E0, k, top_e=2)]
-    runs += [RunSpec("switch", Nd, E0, k0, lb_alpha=a) for a in g["alphas"]]  # load-balancing weight
-    for k in g["ks"]:
-        runs += [RunSpec("switch", E * Nd, E, k) for E in g["experts"]]       # FLOP-matched: M = Nd
-    for m in g["timing_mults"]:                               # training time vs N
-        runs += [RunSpec("topk", m * d, 1, k0), RunSpec("switch", m * d, E0, k0)]
+    if kind == "lb":
+        runs = [RunSpec("switch", Nd, g["focus_E"], g["focus_k"], lb_alpha=a) for a in g["alphas"]]
+    elif kind == "repro":
+        cs = _repro_configs(g, d)
+        for c in cs:                                              # 1. the learning-rate sweep, short runs
+            runs += [dataclasses.replace(c, lr=lr, steps=g["lr_steps"]) for lr in sorted(set(g["lrs"]) | {c.lr_rule})]
+        best = {c: best_lr(rows, c, g["lrs"], g["lr_steps"]) for c in cs}
+        for k in g["ks"]:                                         # 2. every model at its best rate, the full length
+            runs += [dataclasses.replace(c, k=k, lr=best[c]) for c in cs if best[c] is not None]
+        runs += [dataclasses.replace(c, lr=c.lr_rule) for c in cs]   # 3. the paper's rule at the full length
+    else:
+        E0, k0 = g["focus_E"], g["focus_k"]
+        for k in g["ks"]:                                         # the frontiers
+            runs.append(RunSpec("topk", Nd, 1, k))
+            runs += [RunSpec("switch", Nd, E, k) for E in g["experts"]]           # width-matched: same N
+        for k in g["ks"]:                                         # variants at E0, N = Nd
+            runs += [RunSpec("switch", Nd, E0, k, heaviside=True), RunSpec("switch", Nd, E0, k, shared_expert=True),
+                     RunSpec("switch", Nd, E0, k, top_e=2)]
+        runs += [RunSpec("switch", Nd, E0, k0, lb_alpha=a) for a in g["alphas"]]  # load-balancing weight
+        for k in g["ks"]:
+            runs += [RunSpec("switch", E * Nd, E, k) for E in g["experts"]]       # FLOP-matched: M = Nd
+        for m in g["timing_mults"]:                               # training time vs N
+            runs += [RunSpec("topk", m * d, 1, k0), RunSpec("switch", m * d, E0, k0)]
     out, seen = [], set()
     for r in runs:
         try: r.sae_config(d, device="cpu")
         except ValueError: continue
         if r not in seen: seen.add(r); out.append(r)
     return out
+
+def in_shard(spec: RunSpec, models: List[tuple], shard: Optional[tuple]) -> bool:
+    "Whether run `spec` belongs to shard `(i, n)` of a sweep split over n processes: every run of a model in one shard."
+    if shard is None: return True
+    i, n = shard
+    m = (spec.arch, spec.n_latents, 1 if spec.arch == "topk" else spec.n_experts)
+    return models.index(m) % n == i
+
+def merge_shards(out) -> Path:
+    "Write `out/sweep.csv` from the CSVs of a sweep's shards (`sweep-IofN.csv`), atomically; returns its path."
+    out = Path(out)
+    parts = sorted(out.glob("sweep-*of*.csv"))
+    if parts: write_rows(out / "sweep.csv", [r for p in parts for r in read_rows(p)])
+    return out / "sweep.csv"
 
 # %% ../nbs/18_sweep.ipynb
 class SweepData:
@@ -120,8 +187,9 @@ class SweepData:
                            skip_first=1 if self.act.prepend_bos else 0, batch_size=self.act.model_batch_size)
 
 # %% ../nbs/18_sweep.ipynb
-COLUMNS = ("run_id", "arch", "variant", "matching", "n_experts", "top_e", "shared_expert", "k", "n_latents",
-           "expert_size", "lb_alpha", "heaviside", "flops_per_token", "steps", "batch_size", "tokens", "seed",
+COLUMNS = ("run_id", "grid", "phase", "arch", "variant", "matching", "n_experts", "top_e", "shared_expert", "k", "n_latents",
+           "expert_size", "lb_alpha", "lb_ratio", "heaviside", "lr", "lr_rule", "act_scale", "flops_per_token", "steps",
+           "batch_size", "tokens", "seed",
            "train_seconds", "train_cpu_seconds", "fve", "mse", "l0", "ce_loss_recovered", "delta_ce", "kl", "dead_frac",
            "max_expert_load", "router_entropy", "dup_frac", "best_cos_across", "model", "hook", "device", "threads", "load_before")
 
@@ -143,11 +211,18 @@ def _fmt(v):
     return v
 
 # %% ../nbs/18_sweep.ipynb
+def lb_ratio(history: List[dict], tail: float = 0.1) -> float:
+    "The load-balancing term over the reconstruction term (lb_alpha d_in L_lb / L2), over the last `tail` of training."
+    h = history[-max(1, int(len(history) * tail)):]
+    l2 = sum(x["l2"] for x in h)
+    return sum(x["total"] - x["l2"] for x in h) / l2 if l2 > 0 else float("nan")
+
 def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: int, device: str, base_n: int,
-            dup_max_latents: int) -> dict:
+            dup_max_latents: int, grid: str = "", phase: str = "") -> dict:
     "Train one SAE of the sweep on `data`, evaluate it, and return its CSV row."
+    steps = spec.steps or steps
     cfg = spec.sae_config(data.d, steps=steps, batch_size=batch_size, seed=seed, device=device, ckpt_every=0,
-                          log_every=max(1, steps // 10))
+                          log_every=max(1, steps // 100))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     c0 = time.process_time()
     tr = train(cfg, data.batches, progress=False)
@@ -161,9 +236,11 @@ def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: i
         cos = nearest_neighbours(W, cfg.n_experts).across_cos.mean().item()
     matching = ("baseline" if cfg.arch == "topk" else "width" if cfg.n_latents == base_n
                 else "flop" if cfg.expert_size == base_n else "-")
-    row = dict(run_id=run_id(spec, steps, batch_size, seed), arch=cfg.arch, variant=spec.variant, matching=matching,
-               n_experts=cfg.n_experts, top_e=cfg.top_e, shared_expert=int(cfg.shared_expert), k=cfg.k,
+    row = dict(run_id=run_id(spec, steps, batch_size, seed), grid=grid, phase=phase, arch=cfg.arch, variant=spec.variant,
+               matching=matching, n_experts=cfg.n_experts, top_e=cfg.top_e, shared_expert=int(cfg.shared_expert), k=cfg.k,
                n_latents=cfg.n_latents, expert_size=cfg.expert_size, lb_alpha=cfg.lb_alpha, heaviside=int(cfg.heaviside),
+               lb_ratio=lb_ratio(tr.history) if cfg.arch == "switch" else float("nan"), lr=cfg.lr_value,
+               lr_rule=spec.lr_rule, act_scale=tr.model.act_scale.item(),
                flops_per_token=flops_per_token(cfg), steps=tr.step, batch_size=batch_size, tokens=tr.tokens, seed=seed,
                train_seconds=tr.seconds, train_cpu_seconds=cpu, fve=m["fve"], mse=m["mse"], l0=m["l0"], ce_loss_recovered=m["ce_loss_recovered"],
                delta_ce=m["delta_ce"], kl=m["kl"], dead_frac=m["dead_frac"],
@@ -173,12 +250,38 @@ def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: i
     return {k: _fmt(v) for k, v in row.items()}
 
 # %% ../nbs/18_sweep.ipynb
+def _spec_models(runs: List[RunSpec]) -> List[tuple]:
+    "The distinct (arch, N, E) of `runs`, in order."
+    return list(dict.fromkeys((s.arch, s.n_latents, 1 if s.arch == "topk" else s.n_experts) for s in runs))
+
+def _expected_runs(grid: str, d: int, rows: List[dict], shard=None) -> int:
+    "How many runs the grid (or its shard) will hold: exact once a reproduction grid's lr sweep has chosen its rates."
+    g, models = GRIDS[grid], _spec_models(grid_runs(grid, d))
+    runs = [s for s in grid_runs(grid, d, rows) if in_shard(s, models, shard)]
+    if g.get("kind") != "repro": return len(runs)
+    cs = [c for c in _repro_configs(g, d) if in_shard(c, models, shard)]
+    missing = sum(best_lr(rows, c, g["lrs"], g["lr_steps"]) is None for c in cs)
+    return len(runs) + missing * len(g["ks"])
+
+def _eta(todo: List[RunSpec], rows: List[dict], steps: int, overhead: float) -> float:
+    "Seconds the runs `todo` should take: tokens times the seconds per token of finished runs of the same model."
+    def rate(rs): return sum(float(r["train_seconds"]) for r in rs) / max(1.0, sum(float(r["tokens"]) for r in rs))
+    every = rate(rows) if rows else 0.0
+    total = 0.0
+    for s in todo:
+        same = [r for r in rows if _same_model(r, s)]
+        total += (s.steps or steps) * int(rows[0]["batch_size"] if rows else 0) * (rate(same) if same else every) + overhead
+    return total
+
 def sweep(grid: str, out, act: Optional[ActivationConfig] = None, cache=None, steps: Optional[int] = None,
           batch_size: Optional[int] = None, eval_tokens: Optional[int] = None, seed: int = 0, device: str = "auto",
           eval_dataset=None, eval_split=None, plot: bool = True, progress: bool = True, lm=None,
-          limit: Optional[int] = None) -> List[dict]:
+          limit: Optional[int] = None, shard: Optional[tuple] = None) -> List[dict]:
     """Run grid `grid` on the activations `act` describes (default: the shipped tiny LM), appending one row per run
-    to `out/sweep.csv` and skipping rows already there; then draw the figures into `out` (`plot_sweep`)."""
+    to `out/sweep.csv` and skipping rows already there; then draw the figures into `out` (`plot_sweep`).
+    Runs one at a time, the CSV rewritten after each: stopped anywhere, the same call continues where it was.
+    `shard=(i, n)`: this process runs the models of shard i of n (its rows in `out/sweep-IofN.csv`, merged into
+    `out/sweep.csv` after each run), so n processes can share a sweep."""
     if grid not in GRIDS: raise ValueError(f"unknown grid {grid!r}: choose one of {sorted(GRIDS)}.")
     g = GRIDS[grid]
     steps, batch_size = steps or g["steps"], batch_size or g["batch_size"]
@@ -188,23 +291,40 @@ def sweep(grid: str, out, act: Optional[ActivationConfig] = None, cache=None, st
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else Path("runs") / "sweep_cache" / f"{act.model}_{act.hook_name}_{act.dataset}".replace("/", "_")
     data = SweepData(act, cache, min(steps * batch_size, g.get("cache_tokens") or steps * batch_size), eval_tokens, eval_dataset, eval_split, lm=lm)
-    runs = grid_runs(grid, data.d)[:limit]
-    path = out / "sweep.csv"
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}.")
+    path = out / (f"sweep-{shard[0]}of{shard[1]}.csv" if shard else "sweep.csv")
     rows = read_rows(path)
-    done = {r["run_id"] for r in rows}
-    todo = [r for r in runs if run_id(r, steps, batch_size, seed) not in done]
-    if progress: print(f"sweep '{grid}': {len(runs)} runs, {len(runs) - len(todo)} already in {path}; "
-                       f"{steps} steps of {batch_size} activations each, on {device}", flush=True)
-    base_n = GRIDS[grid]["width_mult"] * data.d
-    for i, spec in enumerate(todo):
-        t0 = time.time()
-        row = run_one(spec, data, steps, batch_size, seed, device, base_n, GRIDS[grid]["dup_max_latents"])
-        rows.append(row)
-        write_rows(path, rows)
-        if progress: print(f"[{i + 1}/{len(todo)}] {row['run_id']}: fve {float(row['fve']):.3f}, loss recovered "
-                           f"{float(row['ce_loss_recovered']):.3f}, train {float(row['train_seconds']):.1f} s "
-                           f"({time.time() - t0:.0f} s with evaluation)", flush=True)
-    if plot: plot_sweep(path, out)
+    base_n = g["width_mult"] * data.d
+    models = _spec_models(grid_runs(grid, data.d))
+    rid = lambda s: run_id(s, steps, batch_size, seed)
+    plan = lambda: [s for s in grid_runs(grid, data.d, rows) if in_shard(s, models, shard)]
+    mine = lambda: [r for r in rows if r["run_id"] in {rid(s) for s in plan()}]
+    total, n_done = _expected_runs(grid, data.d, rows, shard), len(mine())
+    if progress: print(f"sweep '{grid}': {total} runs, {n_done} already in {path}; {steps} steps of {batch_size} "
+                       f"activations each (learning-rate sweeps: {g.get('lr_steps', '-')}), on {device}", flush=True)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, initial=n_done, disable=not progress, desc=f"sweep {grid}", unit="run", dynamic_ncols=True)
+    ran, overhead = 0, []
+    while limit is None or ran < limit:
+        done = {r["run_id"] for r in rows}
+        todo = [s for s in plan() if rid(s) not in done]
+        if not todo: break
+        spec, t0 = todo[0], time.time()
+        phase = "" if g.get("kind") != "repro" else "lr-sweep" if spec.steps == g["lr_steps"] else "main"
+        row = run_one(spec, data, steps, batch_size, seed, device, base_n, g["dup_max_latents"], grid, phase)
+        rows.append(row); write_rows(path, rows); ran += 1
+        if shard: merge_shards(out)
+        overhead.append(time.time() - t0 - float(row["train_seconds"]))
+        bar.total = _expected_runs(grid, data.d, rows, shard); bar.update(1)
+        left = [s for s in plan() if rid(s) not in done | {row["run_id"]}]
+        eta = _eta(left, mine(), steps, sum(overhead) / len(overhead))
+        bar.set_postfix(eta=f"{eta / 60:.0f} min")
+        if progress: tqdm.write(f"[{bar.n}/{bar.total}] {row['run_id']}: fve {float(row['fve']):.3f}, loss recovered "
+                                f"{float(row['ce_loss_recovered']):.3f}, train {float(row['train_seconds']):.1f} s "
+                                f"({time.time() - t0:.0f} s with evaluation); about {eta / 60:.0f} min left")
+    bar.close()
+    if plot: plot_sweep(merge_shards(out) if shard else path, out)
     return rows
 
 # %% ../nbs/18_sweep.ipynb
@@ -220,7 +340,15 @@ def _num(rows, *cols):
 
 _NUM = ("n_experts", "top_e", "shared_expert", "k", "n_latents", "expert_size", "lb_alpha", "heaviside",
         "flops_per_token", "train_seconds", "train_cpu_seconds", "fve", "mse", "l0", "ce_loss_recovered", "delta_ce", "kl", "dead_frac",
-        "max_expert_load", "router_entropy", "dup_frac", "best_cos_across", "load_before")
+        "max_expert_load", "router_entropy", "dup_frac", "best_cos_across", "load_before", "lb_ratio", "lr", "lr_rule",
+        "act_scale", "steps", "tokens")
+
+def _kind(rows) -> str:
+    "What grid made the rows: 'lb', 'repro', or '' (the paper's experiments, `ci`/`full`/`paper`)."
+    grids = {r.get("grid") or "" for r in rows}
+    kinds = {GRIDS.get(g, {}).get("kind", "") for g in grids}
+    if len(kinds) > 1: raise ValueError(f"the CSV mixes rows of grids {sorted(grids)}: give each grid its own --out folder.")
+    return kinds.pop()
 
 def _sel(rows, **kw):
     "Rows whose columns equal `kw` (numbers compared as floats), sorted by k; none when a value is unknown (None)."
@@ -229,16 +357,16 @@ def _sel(rows, **kw):
     return sorted(out, key=lambda r: (r["k"], r["n_latents"]))
 
 def _focus(rows):
-    "(N of the dense baseline, E and k of the focus runs): the most common values in the CSV."
+    "(N of the dense baseline, E and k of the focus runs, the default lb_alpha): the most common values in the CSV."
     from collections import Counter
     base = Counter(r["n_latents"] for r in rows if r["variant"] == "topk").most_common(1)
-    sw = [r for r in rows if r["variant"] == "switch" and r["lb_alpha"] == 3.0 and (not base or r["n_latents"] == base[0][0])]
+    a0 = Counter(r["lb_alpha"] for r in rows).most_common(1)[0][0]           # the grid's default load-balancing weight
     E0 = Counter(r["n_experts"] for r in rows if r["variant"] != "switch" and r["arch"] == "switch").most_common(1)
-    k0 = Counter(r["k"] for r in rows if r["lb_alpha"] != 3.0).most_common(1)
+    k0 = Counter(r["k"] for r in rows if r["lb_alpha"] != a0).most_common(1)
     Es = sorted({r["n_experts"] for r in rows if r["arch"] == "switch"})
     ks = sorted({r["k"] for r in rows})
     near = lambda xs, x: min(xs, key=lambda v: abs(v - x)) if xs else None   # the paper's E = 16, k = 32 when no variant runs yet
-    return (base[0][0] if base else None, E0[0][0] if E0 else near(Es, 16), k0[0][0] if k0 else near(ks, 32))
+    return (base[0][0] if base else None, E0[0][0] if E0 else near(Es, 16), k0[0][0] if k0 else near(ks, 32), a0)
 
 def _held(b: bool) -> str: return "held" if b else "did not hold"
 
@@ -250,10 +378,12 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
     "One sentence per figure: the paper's claim, and whether it held in this CSV (computed, not typed)."
     rows = _num(read_rows(csv_path), *_NUM)
     if not rows: raise ValueError(f"{csv_path} holds no runs.")
-    Nd, E0, k0 = _focus(rows)
+    kind = _kind(rows)
+    if kind: return lb_verdicts(rows) if kind == "lb" else repro_verdicts(rows)
+    Nd, E0, k0, a0 = _focus(rows)
     v = {}
-    dense = {r["k"]: r for r in _sel(rows, variant="topk", n_latents=Nd, lb_alpha=3.0)} if Nd else {}
-    wm = [r for r in _sel(rows, variant="switch", n_latents=Nd, lb_alpha=3.0) if r["k"] in dense] if Nd else []
+    dense = {r["k"]: r for r in _sel(rows, variant="topk", n_latents=Nd, lb_alpha=a0)} if Nd else {}
+    wm = [r for r in _sel(rows, variant="switch", n_latents=Nd, lb_alpha=a0) if r["k"] in dense] if Nd else []
     if wm:
         worse = sum(r["mse"] > dense[r["k"]]["mse"] for r in wm)
         gap = [dense[r["k"]]["ce_loss_recovered"] - r["ce_loss_recovered"] for r in wm]
@@ -267,7 +397,7 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
                       + (f" ({sum(g16) / len(g16):+.4f} on average at E = {E0:.0f})" if g16 else "")
                       + f": the claim (at E = {E0:.0f}: higher MSE at 3/4 of k or more, loss recovered lower by at most 0.02) "
                       f"{_held(held)}.")
-    fm = [r for r in rows if r["variant"] == "switch" and r["lb_alpha"] == 3.0 and Nd and r["expert_size"] == Nd
+    fm = [r for r in rows if r["variant"] == "switch" and r["lb_alpha"] == a0 and Nd and r["expert_size"] == Nd
           and r["n_experts"] > 1 and r["k"] in dense]
     if fm:
         better = sum(r["mse"] < dense[r["k"]]["mse"] for r in fm)
@@ -276,8 +406,8 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
                      f"better MSE-vs-L0 and loss-recovered-vs-L0 frontier than TopK; here Switch has the lower MSE in "
                      f"{better} of {len(fm)} (E, k) pairs and the higher loss recovered in {better_ce} of {len(fm)}: "
                      f"the claim {_held(better == len(fm) and better_ce >= 0.75 * len(fm))}.")
-    tk = {r["n_latents"]: r for r in _sel(rows, variant="topk", k=k0, lb_alpha=3.0)} if k0 else {}
-    ts = {r["n_latents"]: r for r in _sel(rows, variant="switch", n_experts=E0, k=k0, lb_alpha=3.0)} if k0 else {}
+    tk = {r["n_latents"]: r for r in _sel(rows, variant="topk", k=k0, lb_alpha=a0)} if k0 else {}
+    ts = {r["n_latents"]: r for r in _sel(rows, variant="switch", n_experts=E0, k=k0, lb_alpha=a0)} if k0 else {}
     Ns = sorted(set(tk) & set(ts))
     if len(Ns) >= 2:
         col = _time_col([tk[n] for n in Ns] + [ts[n] for n in Ns])
@@ -299,15 +429,15 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
                    f"{lb[0]['max_expert_load']:.2f} (vs {min(r['max_expert_load'] for r in pos):.2f} to "
                    f"{max(r['max_expert_load'] for r in pos):.2f}: routing collapse {_held(uneven)}) and MSE {lb[0]['mse']:.4g} "
                    f"(vs {min(r['mse'] for r in pos):.4g} to {max(r['mse'] for r in pos):.4g}: worst of all alpha {_held(worst)}).")
-    soft = {r["k"]: r for r in _sel(rows, variant="switch", n_latents=Nd, n_experts=E0, lb_alpha=3.0)} if Nd else {}
-    hv = [r for r in _sel(rows, variant="switch+heaviside", n_latents=Nd, n_experts=E0, lb_alpha=3.0) if r["k"] in soft] if Nd else []
+    soft = {r["k"]: r for r in _sel(rows, variant="switch", n_latents=Nd, n_experts=E0, lb_alpha=a0)} if Nd else {}
+    hv = [r for r in _sel(rows, variant="switch+heaviside", n_latents=Nd, n_experts=E0, lb_alpha=a0) if r["k"] in soft] if Nd else []
     if hv:
         sb = sum(soft[r["k"]]["mse"] < r["mse"] for r in hv)
         v["heaviside"] = (f"Heaviside vs softmax: the paper finds scaling by the router probability slightly better; here "
                           f"softmax has the lower MSE at {sb} of {len(hv)} k (MSE ratio Heaviside / softmax "
                           + ", ".join(f"{r['mse'] / soft[r['k']]['mse']:.3f}" for r in hv)
                           + f"): the claim {_held(sb >= 0.75 * len(hv))}.")
-    dup = sorted([r for r in _sel(rows, variant="switch", n_latents=Nd, lb_alpha=3.0) if r["n_experts"] > 1
+    dup = sorted([r for r in _sel(rows, variant="switch", n_latents=Nd, lb_alpha=a0) if r["n_experts"] > 1
                   and not math.isnan(r["dup_frac"])], key=lambda r: r["n_experts"]) if Nd else []
     Es = sorted({r["n_experts"] for r in dup})
     if len(Es) >= 2:
@@ -322,7 +452,7 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
                                "; the mean best cosine to another expert's latent is "
                                + ", ".join(f"{cm[E]:.3f}" for E in Es) + f" ({'growing' if grows(cm) else 'not growing'} with E)")
                             + ".")
-    var = {n: {r["k"]: r for r in _sel(rows, variant=n, n_latents=Nd, n_experts=E0, lb_alpha=3.0)}
+    var = {n: {r["k"]: r for r in _sel(rows, variant=n, n_latents=Nd, n_experts=E0, lb_alpha=a0)}
            for n in ("switch", "switch1on", "switch+moe2")} if Nd else {}
     ks = sorted(set.intersection(*[set(d) for d in var.values()])) if var and all(var.values()) else []
     if ks:
@@ -332,6 +462,172 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
                          f"k = {', '.join(f'{k:.0f}' for k in ks)} is " + ", ".join(f"{n} {avg[n]:.4g}" for n in avg)
                          + f"; {best} is best here.")
     return v
+
+# %% ../nbs/18_sweep.ipynb
+AUTHORS_LB_RATIO = 1.8   # lb_alpha d_in L_lb / L2 at the end of the authors' GPT-2 runs (E = 16, k = 32, their lb_alpha = 3)
+
+def _interp_log(xs, ys, y):
+    "The x (on a log scale) where the piecewise-linear curve (log x, y) first crosses `y`; None if it never does."
+    pts = [(math.log(x), v) for x, v in zip(xs, ys) if x > 0 and not math.isnan(v)]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if (y0 - y) * (y1 - y) <= 0 and y0 != y1: return math.exp(x0 + (y - y0) * (x1 - x0) / (y1 - y0))
+    return None
+
+def lb_verdicts(rows: List[dict]) -> Dict[str, str]:
+    "The load-balancing grid: which lb_alpha gives the authors' balance, and what quality and balance each weight buys."
+    rs = sorted(rows, key=lambda r: r["lb_alpha"])
+    if len(rs) < 2: return {}
+    best = min(r["mse"] for r in rs)
+    pos = [r for r in rs if r["lb_alpha"] > 0]
+    cal = _interp_log([r["lb_alpha"] for r in pos], [r["lb_ratio"] for r in pos], AUTHORS_LB_RATIO)
+    near = [r for r in pos if r["mse"] <= 1.1 * best and r["max_expert_load"] <= 1.5]
+    zero = [r for r in rs if r["lb_alpha"] == 0]
+    d = DEFAULT_LB_ALPHA
+    at = [r for r in rs if math.isclose(r["lb_alpha"], d)]
+    v = {"lb_calibration": (
+        f"Balance: the authors' runs end with the load-balancing term about {AUTHORS_LB_RATIO}x the reconstruction term; "
+        f"here (E = {rs[0]['n_experts']:.0f}, k = {rs[0]['k']:.0f}, N = {rs[0]['n_latents']:.0f}) that ratio is reached at "
+        + (f"lb_alpha = {cal:.3g}" if cal else "no lb_alpha of the grid")
+        + (f"; the library's default, lb_alpha = {d:g}, gives ratio {at[0]['lb_ratio']:.2f}, max expert load x E "
+           f"{at[0]['max_expert_load']:.2f} and MSE {at[0]['mse'] / best:.3f}x the grid's best" if at else
+           f"; the library's default lb_alpha = {d:g} is not in this CSV") + ".")}
+    if near:
+        lo, hi = min(r["lb_alpha"] for r in near), max(r["lb_alpha"] for r in near)
+        v["lb_range"] = (f"Insensitivity: the paper finds results insensitive to lb_alpha over a wide range and collapse at 0; here "
+                         f"MSE within 10% of the best with max expert load x E <= 1.5 holds for lb_alpha {lo:g} to {hi:g} "
+                         f"({math.log10(hi / lo):.1f} decades)" if hi > lo else
+                         f"Insensitivity: only lb_alpha = {lo:g} keeps MSE within 10% of the best with max load x E <= 1.5")
+        v["lb_range"] += (f"; at lb_alpha = 0 the max expert load x E is {zero[0]['max_expert_load']:.2f} (collapse "
+                          f"{_held(zero[0]['max_expert_load'] > 3)}: above 3)." if zero else ".")
+    return v
+
+def plot_lb(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
+    "Quality and balance against lb_alpha (0 drawn at a tenth of the smallest other value)."
+    from matplotlib.figure import Figure
+    rs = sorted(rows, key=lambda r: r["lb_alpha"])
+    small = min([r["lb_alpha"] for r in rs if r["lb_alpha"] > 0] or [1.0]) / 10
+    xs = [r["lb_alpha"] or small for r in rs]
+    fig = Figure(figsize=(13, 4.6)); axs = fig.subplots(1, 4)
+    for ax, col, name in zip(axs, ("mse", "ce_loss_recovered", "max_expert_load", "lb_ratio"),
+                             ("held-out MSE", "loss recovered", "max expert load x E", "lb term / L2 (end of training)")):
+        ax.plot(xs, [r[col] for r in rs], "o-"); ax.set_xscale("log"); ax.grid(alpha=0.3)
+        ax.axvline(DEFAULT_LB_ALPHA, color="C3", ls=":", lw=1); ax.set_xlabel(f"lb_alpha (0 drawn at {small:g})"); ax.set_title(name, fontsize=9)
+    axs[3].axhline(AUTHORS_LB_RATIO, color="k", ls="--", lw=1); axs[3].set_yscale("log")
+    fig.suptitle(f"Load-balancing weight, default {DEFAULT_LB_ALPHA:g} dotted (E = {rs[0]['n_experts']:.0f}, "
+                 f"N = {rs[0]['n_latents']:.0f}, k = {rs[0]['k']:.0f})", fontsize=10)
+    fig.subplots_adjust(bottom=0.33, wspace=0.4); _caption(fig, " ".join(v.values())); fig.savefig(out / "lb_alpha.png", dpi=110)
+    return ["lb_alpha.png"]
+
+def _models(rows):
+    "The (arch, N, E) of the rows, dense first, then by N and E."
+    return sorted({(r["arch"], r["n_latents"], r["n_experts"]) for r in rows}, key=lambda m: (m[0] != "topk", m[1], m[2]))
+
+def _tuned(rows) -> Dict[tuple, float]:
+    "Each model's learning rate with the lowest held-out MSE in the lr sweep."
+    out = {}
+    for m in _models(rows):
+        rs = [r for r in rows if r["phase"] == "lr-sweep" and (r["arch"], r["n_latents"], r["n_experts"]) == m]
+        if rs: out[m] = min(rs, key=lambda r: r["mse"])["lr"]
+    return out
+
+def _label(m, Nd) -> str:
+    arch, N, E = m
+    return "TopK" if arch == "topk" else f"Switch E={E:.0f} " + ("width-matched" if N == Nd else "FLOP-matched")
+
+def repro_verdicts(rows: List[dict]) -> Dict[str, str]:
+    "The reproduction grid: the learning-rate sweep, then the width- and FLOP-matched claims at each model's best rate."
+    v = {}
+    Nd = next((r["n_latents"] for r in rows if r["arch"] == "topk"), None)
+    tuned = _tuned(rows)
+    if tuned:
+        parts = []
+        for m, lr in tuned.items():
+            rs = {r["lr"]: r for r in rows if r["phase"] == "lr-sweep" and (r["arch"], r["n_latents"], r["n_experts"]) == m}
+            rule = next((r for x, r in rs.items() if math.isclose(x, r["lr_rule"], rel_tol=1e-3)), None)
+            if rule: parts.append(f"{_label(m, Nd)}: best {lr:.3g} = {lr / rule['lr']:.2g}x the rule, rule's MSE "
+                                  f"{rule['mse'] / rs[lr]['mse']:.3f}x the best's")
+        steps = next(r["steps"] for r in rows if r["phase"] == "lr-sweep")
+        v["lr"] = (f"Learning rates ({steps:.0f}-step sweep at k = {next(r['k'] for r in rows if r['phase'] == 'lr-sweep'):.0f}; "
+                   f"the paper's rule is 2e-4 / sqrt(N / 2^14)): " + "; ".join(parts) + ".")
+    main = [r for r in rows if r["phase"] == "main"]
+    def pick(m, k, lr): return next((r for r in main if (r["arch"], r["n_latents"], r["n_experts"]) == m and r["k"] == k
+                                     and lr is not None and math.isclose(r["lr"], lr, rel_tol=1e-3)), None)
+    dense_m = next((m for m in tuned if m[0] == "topk"), None)
+    ks = sorted({r["k"] for r in main}, reverse=True)
+    for key, match in (("flop", lambda m: m[0] == "switch" and m[1] != Nd), ("width", lambda m: m[0] == "switch" and m[1] == Nd)):
+        pairs = []
+        for m in [m for m in tuned if match(m)]:
+            for k in ks:
+                s, t = pick(m, k, tuned[m]), pick(dense_m, k, tuned.get(dense_m))
+                if s and t: pairs.append((m, k, s, t))
+        if not pairs: continue
+        better = sum(s["mse"] < t["mse"] for _, _, s, t in pairs)
+        detail = "; ".join(f"E={m[2]:.0f} k={k:.0f}: MSE {s['mse'] / t['mse']:.3f}x, loss recovered {s['ce_loss_recovered']:.4f} vs "
+                           f"{t['ce_loss_recovered']:.4f}" for m, k, s, t in pairs)
+        tok = pairs[0][2]["tokens"]
+        if key == "flop":
+            v["flop"] = (f"FLOP-matched (each expert as wide as the dense SAE, N = {Nd:.0f}; every run {tok / 1e6:.1f}M tokens, each at "
+                         f"its best learning rate): the paper finds Switch SAEs on a better MSE-vs-L0 frontier than TopK; here Switch "
+                         f"has the lower MSE in {better} of {len(pairs)} (E, k) pairs ({detail}): the claim (lower MSE in 3/4 of "
+                         f"the pairs or more) {_held(better >= 0.75 * len(pairs))}.")
+        else:
+            gaps = [t["ce_loss_recovered"] - s["ce_loss_recovered"] for _, _, s, t in pairs]
+            v["width"] = (f"Width-matched (N = {Nd:.0f}, {tok / 1e6:.1f}M tokens, best learning rates): the paper finds Switch "
+                          f"slightly worse than TopK at the same width (loss recovered 0.9858 vs 0.9910 at E = 16, k = 32); here "
+                          f"Switch has the higher MSE in {len(pairs) - better} of {len(pairs)} pairs and loses {min(gaps):+.4f} to "
+                          f"{max(gaps):+.4f} of loss recovered ({detail}): 'worse' {_held(len(pairs) - better >= 0.75 * len(pairs))}, "
+                          f"'slightly' (at most 0.02 of loss recovered) {_held(max(gaps) <= 0.02)}.")
+    rule_pairs = []
+    for m in [m for m in tuned if m[0] == "switch" and m[1] != Nd]:
+        s = next((r for r in main if (r["arch"], r["n_latents"], r["n_experts"]) == m and math.isclose(r["lr"], r["lr_rule"], rel_tol=1e-3)), None)
+        t = next((r for r in main if (r["arch"], r["n_latents"], r["n_experts"]) == dense_m and r["k"] == (s or {}).get("k")
+                  and math.isclose(r["lr"], r["lr_rule"], rel_tol=1e-3)), None) if s else None
+        if s and t: rule_pairs.append((m, s, t))
+    if rule_pairs:
+        better = sum(s["mse"] < t["mse"] for _, s, t in rule_pairs)
+        v["flop_rule"] = (f"FLOP-matched with the paper's learning-rate rule on both sides (k = {rule_pairs[0][1]['k']:.0f}): Switch "
+                          f"has the lower MSE in {better} of {len(rule_pairs)} E (" + "; ".join(
+                              f"E={m[2]:.0f}: MSE {s['mse'] / t['mse']:.3f}x" for m, s, t in rule_pairs) + ").")
+    if main and dense_m:
+        col = _time_col(main)
+        tk = [r for r in main if r["arch"] == "topk"]
+        fm = [r for r in main if r["arch"] == "switch" and r["n_latents"] != Nd]
+        if tk and fm:
+            rate = lambda rs: sum(r[col] for r in rs) / sum(r["tokens"] for r in rs)
+            v["cost"] = (f"Cost: the FLOP-matched Switch SAEs have {min(r['n_latents'] for r in fm) / Nd:.0f} to "
+                         f"{max(r['n_latents'] for r in fm) / Nd:.0f} times the dense SAE's latents at about its encoder FLOPs; "
+                         f"their training took {rate(fm) / rate(tk):.2f}x the dense SAE's {col.replace('_', ' ')} per token here "
+                         f"(the decoder, the optimizer and the per-latent bookkeeping grow with N).")
+    return v
+
+def plot_repro(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
+    "The FLOP- and width-matched frontiers at each model's best learning rate, and the learning-rate sweep."
+    from matplotlib.figure import Figure
+    Nd = next((r["n_latents"] for r in rows if r["arch"] == "topk"), None)
+    tuned, written, styles = _tuned(rows), [], ["o-", "s-", "^-", "v-", "D-", "x-", "*-"]
+    main = [r for r in rows if r["phase"] == "main"]
+    def line(m): return sorted([r for r in main if (r["arch"], r["n_latents"], r["n_experts"]) == m
+                                and math.isclose(r["lr"], tuned[m], rel_tol=1e-3)], key=lambda r: r["l0"])
+    dense = [m for m in tuned if m[0] == "topk"]
+    for key, name, match in (("flop", "frontier_flop_matched.png", lambda m: m[0] == "switch" and m[1] != Nd),
+                             ("width", "frontier_width_matched.png", lambda m: m[0] == "switch" and m[1] == Nd)):
+        if key not in v: continue
+        groups = [("TopK", line(dense[0]), "k*-")] + [(_label(m, Nd), line(m), s) for m, s in zip([m for m in tuned if match(m)], styles)]
+        fig = Figure(figsize=(10, 4.8)); a, b = fig.subplots(1, 2)
+        _ax_lines(a, groups, "l0", "mse", "MSE vs L0", ylog=True); _ax_lines(b, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
+        a.legend(fontsize=7); fig.suptitle(("FLOP-matched" if key == "flop" else "Width-matched") + f" (dense N = {Nd:.0f}), best learning rates", fontsize=10)
+        fig.subplots_adjust(bottom=0.36, wspace=0.3); _caption(fig, v[key]); fig.savefig(out / name, dpi=110); written.append(name)
+    if "lr" in v:
+        fig = Figure(figsize=(8, 5.2)); a = fig.subplots()
+        for m, s in zip(tuned, styles * 2):
+            rs = sorted([r for r in rows if r["phase"] == "lr-sweep" and (r["arch"], r["n_latents"], r["n_experts"]) == m], key=lambda r: r["lr"])
+            a.plot([r["lr"] for r in rs], [r["mse"] for r in rs], s, label=_label(m, Nd), ms=4)
+            rule = [r for r in rs if math.isclose(r["lr"], r["lr_rule"], rel_tol=1e-3)]
+            if rule: a.plot([rule[0]["lr"]], [rule[0]["mse"]], "o", mfc="none", mec="k", ms=9)
+        a.set_xscale("log"); a.set_yscale("log"); a.grid(alpha=0.3); a.legend(fontsize=7)
+        a.set_xlabel("learning rate (circled: the paper's rule)"); a.set_ylabel("held-out MSE"); a.set_title("Learning-rate sweep", fontsize=10)
+        fig.subplots_adjust(bottom=0.36); _caption(fig, v["lr"]); fig.savefig(out / "lr_sweep.png", dpi=110); written.append("lr_sweep.png")
+    return written
 
 # %% ../nbs/18_sweep.ipynb
 def _ax_lines(ax, groups, x, y, title, xlog=True, ylog=False):
@@ -353,13 +649,19 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
     if not rows: raise ValueError(f"{csv_path} holds no runs.")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     v = sweep_verdicts(csv_path)
-    Nd, E0, k0 = _focus(rows)
+    kind = _kind(rows)
+    if kind:
+        written = plot_lb(rows, out, v) if kind == "lb" else plot_repro(rows, out, v)
+        atomic_write_text(out / "verdicts.md", "# Verdicts\n\nComputed by `plot_sweep` from `" + Path(csv_path).name + "`.\n\n"
+                          + "".join(f"- **{k}** (`{_fig_names(v, written).get(k, '-')}`): {s}\n" for k, s in v.items()))
+        return v
+    Nd, E0, k0, a0 = _focus(rows)
     styles = ["o-", "s-", "^-", "v-", "D-", "x-", "*-"]
-    dense = _sel(rows, variant="topk", n_latents=Nd, lb_alpha=3.0)
+    dense = _sel(rows, variant="topk", n_latents=Nd, lb_alpha=a0)
     Es = sorted({r["n_experts"] for r in rows if r["variant"] == "switch" and r["n_experts"] > 1})
     written = []
-    for key, name, pick in [("width", "frontier_width_matched.png", lambda E: _sel(rows, variant="switch", n_latents=Nd, n_experts=E, lb_alpha=3.0)),
-                            ("flop", "frontier_flop_matched.png", lambda E: _sel(rows, variant="switch", expert_size=Nd, n_experts=E, lb_alpha=3.0))]:
+    for key, name, pick in [("width", "frontier_width_matched.png", lambda E: _sel(rows, variant="switch", n_latents=Nd, n_experts=E, lb_alpha=a0)),
+                            ("flop", "frontier_flop_matched.png", lambda E: _sel(rows, variant="switch", expert_size=Nd, n_experts=E, lb_alpha=a0))]:
         if key not in v: continue
         groups = [("TopK", dense, "k*-")] + [(f"Switch E={E:.0f}", pick(E), s) for E, s in zip(Es, styles)]
         fig = Figure(figsize=(10, 4.4)); a, b = fig.subplots(1, 2)
@@ -369,7 +671,7 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
         fig.subplots_adjust(bottom=0.27, wspace=0.3); _caption(fig, v[key]); fig.savefig(out / name, dpi=110); written.append(name)
     if "time" in v:
         fig = Figure(figsize=(7, 4.8)); a = fig.subplots()
-        tk, ts = _sel(rows, variant="topk", k=k0, lb_alpha=3.0), _sel(rows, variant="switch", n_experts=E0, k=k0, lb_alpha=3.0)
+        tk, ts = _sel(rows, variant="topk", k=k0, lb_alpha=a0), _sel(rows, variant="switch", n_experts=E0, k=k0, lb_alpha=a0)
         col = _time_col(tk + ts)
         groups = [("TopK (dense)", tk, "k*-"), (f"Switch E={E0:.0f}", ts, "o-")]
         if col != "train_seconds": groups += [("TopK, wall", tk, "k*:"), (f"Switch E={E0:.0f}, wall", ts, "o:")]
@@ -393,7 +695,7 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
     for key, name, title, names in [("heaviside", "heaviside_vs_softmax.png", "Heaviside vs softmax gate", ("switch", "switch+heaviside")),
                                     ("variants", "variants.png", "Variants", ("switch", "switch1on", "switch+moe2"))]:
         if key not in v: continue
-        groups = [(n, _sel(rows, variant=n, n_latents=Nd, n_experts=E0, lb_alpha=3.0), s) for n, s in zip(names, styles)]
+        groups = [(n, _sel(rows, variant=n, n_latents=Nd, n_experts=E0, lb_alpha=a0), s) for n, s in zip(names, styles)]
         fig = Figure(figsize=(10, 4.4)); a, b = fig.subplots(1, 2)
         _ax_lines(a, groups, "l0", "mse", "MSE vs L0", ylog=True); _ax_lines(b, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
         a.legend(fontsize=7); fig.suptitle(f"{title} (E = {E0:.0f}, N = {Nd:.0f})", fontsize=10)
@@ -401,7 +703,7 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
     if "duplication" in v:
         fig = Figure(figsize=(7, 4.8)); a = fig.subplots()
         ks = sorted({r["k"] for r in rows if r["variant"] == "switch" and r["n_latents"] == Nd})
-        groups = [(f"k={k:.0f}", sorted([r for r in _sel(rows, variant="switch", n_latents=Nd, k=k, lb_alpha=3.0) if r["n_experts"] > 1],
+        groups = [(f"k={k:.0f}", sorted([r for r in _sel(rows, variant="switch", n_latents=Nd, k=k, lb_alpha=a0) if r["n_experts"] > 1],
                                          key=lambda r: r["n_experts"]), s) for k, s in zip(ks, styles)]
         _ax_lines(a, groups, "n_experts", "dup_frac", f"latents with a copy (cos >= 0.9) in another expert (N = {Nd:.0f})")
         a.legend(fontsize=7, loc="upper left")
@@ -413,14 +715,16 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
         fig.subplots_adjust(bottom=0.3, left=0.12, right=0.86); _caption(fig, v["duplication"]); fig.savefig(out / "duplication.png", dpi=110)
         written.append("duplication.png")
     md = "# Verdicts\n\nComputed by `plot_sweep` from `" + Path(csv_path).name + "`.\n\n" + \
-         "".join(f"- **{k}** (`{n}`): {s}\n" for (k, s), n in zip(v.items(), _fig_names(v, written)))
+         "".join(f"- **{k}** (`{_fig_names(v, written)[k]}`): {s}\n" for k, s in v.items())
     atomic_write_text(out / "verdicts.md", md)
     return v
 
-def _fig_names(v, written):
+def _fig_names(v, written) -> Dict[str, str]:
+    "The figure of each verdict ('-' when it was not drawn)."
     names = dict(width="frontier_width_matched.png", flop="frontier_flop_matched.png", time="train_time.png", lb="lb_alpha.png",
-                 heaviside="heaviside_vs_softmax.png", variants="variants.png", duplication="duplication.png")
-    return [names[k] if names[k] in written else "-" for k in v]
+                 heaviside="heaviside_vs_softmax.png", variants="variants.png", duplication="duplication.png",
+                 lb_calibration="lb_alpha.png", lb_range="lb_alpha.png", lr="lr_sweep.png")
+    return {k: names[k] if names.get(k) in written else "-" for k in v}
 
 # %% ../nbs/18_sweep.ipynb
 def sweep_parser() -> argparse.ArgumentParser:
@@ -439,6 +743,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--limit", type=int, default=None, help="run only the first LIMIT runs of the grid")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (0-based; N processes share the sweep, "
+                   "each with its own --shard; every run of a model stays in one shard)")
     p.add_argument("--plot-only", action="store_true", help="only redraw the figures and verdicts from --out/sweep.csv")
     a = p.add_argument_group("language-model activations (ActivationConfig)")
     add_dataclass_args(a, ActivationConfig, skip=("batch_size", "seed", "device", "dtype"))
@@ -452,13 +758,18 @@ def sweep_main(argv: Optional[List[str]] = None) -> Dict[str, str]:
         given = {k: v for k, v in given_args(ActivationConfig, a).items() if k not in ("batch_size", "seed", "device", "dtype")}
         act = ActivationConfig(**{"n_ctxs": GRIDS[a.grid]["n_ctxs"], **given})
         out = Path(a.out or Path("results") / f"{act.model}_sweep_{a.grid}")
+        shard = None
+        if a.shard:
+            try: shard = tuple(int(s) for s in a.shard.split("/"))
+            except ValueError: raise ValueError(f"--shard takes I/N (e.g. 0/2), got {a.shard!r}.") from None
         if a.plot_only:
+            merge_shards(out)
             if not (out / "sweep.csv").exists(): raise FileNotFoundError(f"no sweep.csv in {out}: run the sweep first (drop --plot-only).")
             v = plot_sweep(out / "sweep.csv", out)
         else:
             if a.threads: torch.set_num_threads(a.threads)
             sweep(a.grid, out, act, a.cache, a.steps, a.batch_size, a.eval_tokens, a.seed, a.device, a.eval_dataset,
-                  a.eval_split, limit=a.limit)
+                  a.eval_split, limit=a.limit, shard=shard)
             v = sweep_verdicts(out / "sweep.csv")
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise SystemExit(f"error: {e}")

@@ -19,9 +19,9 @@ from .checkpoint import (ARCH_CLASSES, CheckpointError, atomic_write_text, save_
 
 # %% auto 0
 __all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'keep_freed_memory', 'health_warnings',
-           'NonFiniteError', 'Trainer', 'save_checkpoint', 'checkpoints', 'check_resumable', 'restore_trainer_state',
-           'load_checkpoint', 'remove_unfinished', 'latest_checkpoint', 'prepare_out_dir', 'train',
-           'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
+           'NonFiniteError', 'Trainer', 'save_checkpoint', 'drop_stream_state', 'checkpoints', 'check_resumable',
+           'restore_trainer_state', 'load_checkpoint', 'remove_unfinished', 'latest_checkpoint', 'prepare_out_dir',
+           'train', 'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
 
 # %% ../nbs/07_train.ipynb
 def build_sae(cfg: SwitchSAEConfig) -> SAEBase:
@@ -158,9 +158,9 @@ class Trainer:
         "Whether to stop after this step (an expert-parallel trainer stops when any rank asks)."
         return requested
 
-    def save(self, out, keep: int = 2) -> Path:
+    def save(self, out, keep: int = 2, stream: bool = True) -> Path:
         "Write a checkpoint into `out/checkpoints` (`save_checkpoint`; sharded for an expert-parallel trainer)."
-        return save_checkpoint(self, out, keep)
+        return save_checkpoint(self, out, keep, stream)
 
     @torch.no_grad()
     def _record(self, x, out):
@@ -209,9 +209,10 @@ def _stream_state(stream) -> Optional[tuple]:
             {k: v for k, v in sd.items() if not isinstance(v, torch.Tensor)})
 
 @torch.no_grad()
-def save_checkpoint(tr: Trainer, out, keep: int = 2) -> Path:
+def save_checkpoint(tr: Trainer, out, keep: int = 2, stream: bool = True) -> Path:
     """Write the run's state to `out/checkpoints/step_<step>` atomically; keep the `keep` newest.
-    A folder half written (a full disk, an error) is removed; the previous checkpoints stay."""
+    A folder half written (a full disk, an error) is removed; the previous checkpoints stay.
+    With `stream=False` the batch stream's state is left out (a resume then replays the stream to the step)."""
     tr.flush()
     root = Path(out) / "checkpoints"; root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{tr.step:07d}"
@@ -224,7 +225,7 @@ def save_checkpoint(tr: Trainer, out, keep: int = 2) -> Path:
                       "rng_cpu": torch.get_rng_state()}, tmp / "trainer.safetensors")
         state = dict(step=tr.step, tokens=tr.tokens, sched=tr.sched.state_dict(),
                      param_groups=tr.opt.state_dict()["param_groups"], history=tr.history)
-        stream = _stream_state(tr.data_stream)
+        stream = _stream_state(tr.data_stream) if stream else None
         if stream is not None:
             save_tensors(stream[0], tmp / "data.safetensors")
             state["data_state"] = stream[1]
@@ -234,8 +235,18 @@ def save_checkpoint(tr: Trainer, out, keep: int = 2) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in sorted(p for p in root.glob("step_*"))[:-keep]: shutil.rmtree(old, ignore_errors=True)
+    kept = sorted(p for p in root.glob("step_*"))
+    for old in kept[:-keep]: shutil.rmtree(old, ignore_errors=True)
+    for old in kept[-keep:-1]: drop_stream_state(old)   # the newest checkpoint alone keeps it
     return final
+
+def drop_stream_state(path) -> None:
+    "Remove the batch stream's state from the checkpoint `path` (trainer.json first, so no reader ever misses the file)."
+    path = Path(path)
+    if not (path / "data.safetensors").exists(): return
+    state = json.loads((path / "trainer.json").read_text())
+    if state.pop("data_state", None) is not None: atomic_write_text(path / "trainer.json", json.dumps(state))
+    (path / "data.safetensors").unlink()
 
 MODEL_FIELDS = ("arch", "d_in", "n_latents", "n_experts", "k", "heaviside", "shared_expert", "top_e", "dtype")
 
@@ -382,14 +393,16 @@ def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resum
                 bar.close(); raise out_of_memory_error(tr, x, oom)
             bar.update(1)
             if tr.step % cfg.log_every == 0: bar.set_postfix(_postfix(tr.history[-1], tr.model.n_experts, tr.alerts))
-            if out is not None and cfg.ckpt_every and tr.step % cfg.ckpt_every == 0:
+            if out is not None and cfg.ckpt_every and tr.step % cfg.ckpt_every == 0 and tr.step < cfg.steps:
                 tr.save(out); last_ckpt = tr.step
     bar.close()
     tr.flush()
     tr.seconds = time.time() - t0
     tr.interrupted = stop.requested
     if out is not None:
-        if tr.step != last_ckpt or not checkpoints(out): tr.save(out)
+        done = tr.step >= cfg.steps and not tr.interrupted
+        # a finished run needs no stream state: its last checkpoint is written without one
+        if tr.step != last_ckpt or not checkpoints(out) or done: tr.save(out, stream=not done)
         tr.model.save_pretrained(out)
         if tr.is_main: atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in tr.history))
         if tr.interrupted: say(f"stopped at step {tr.step}: checkpoint written to {out}; resume with --resume.")
