@@ -354,7 +354,7 @@ def cache_activations(store, path, n_tokens: int, shard_tokens: int = 2**20) -> 
     man = read_manifest(path)
     if man is not None:
         check_manifest(man, cfg, path)
-        if man["n_tokens"] >= n_tokens: return man  # already there: the model does not run
+        if man["n_tokens"] >= n_tokens or man.get("text_ended"): return man  # already there (or all the text is): the model does not run
     if path.exists():  # an older or unfinished cache: replace it, but never a folder of other files
         if strays := [p.name for p in path.iterdir() if not re.fullmatch(CACHE_FILES, p.name)]:
             raise FileExistsError(f"{path} holds files that are not an activation cache ({strays[0]}): "
@@ -362,7 +362,7 @@ def cache_activations(store, path, n_tokens: int, shard_tokens: int = 2**20) -> 
         shutil.rmtree(path)
     path.mkdir(parents=True)
     ctxs = ((c, r) for t, a in store.batches() for c, r in zip(t.tolist(), a.split(per_ctx)))
-    todo, per_shard, shards = -(-n_tokens // per_ctx), max(1, shard_tokens // per_ctx), []  # in contexts
+    todo, per_shard, shards, ended = -(-n_tokens // per_ctx), max(1, shard_tokens // per_ctx), [], False  # in contexts
     while todo > 0:
         n = min(per_shard, todo)
         acts = np.lib.format.open_memmap(path / f"acts_{len(shards):05d}.npy", mode="w+",
@@ -371,12 +371,14 @@ def cache_activations(store, path, n_tokens: int, shard_tokens: int = 2**20) -> 
         for j, (ctx, rows) in zip(range(n), ctxs):
             acts[j * per_ctx:(j + 1) * per_ctx] = _to_numpy(rows); toks.append(ctx)
         if not toks:  # the text ended right at the end of the previous shard
-            del acts; (path / f"acts_{len(shards):05d}.npy").unlink(); break
+            del acts; (path / f"acts_{len(shards):05d}.npy").unlink(); ended = True; break
         shards.append(_save_shard(path, len(shards), acts, len(toks) * per_ctx, toks))
-        todo = todo - n if len(toks) == n else 0  # a short shard: the text has ended
+        ended = len(toks) < n                     # a short shard: the text has ended
+        todo = 0 if ended else todo - n
     done = sum(s["n_tokens"] for s in shards)
     man = dict(format="switch_sae.activations/1", **_cache_id(cfg), d_model=store.d_model, dtype=cfg.dtype,
-               n_tokens=done, n_contexts=done // per_ctx, tokens_per_ctx=per_ctx, shards=shards, config=asdict(cfg))
+               n_tokens=done, n_contexts=done // per_ctx, tokens_per_ctx=per_ctx, shards=shards, config=asdict(cfg),
+               text_ended=ended)   # the whole text is cached: a reader loops over it (`loop`), a larger request reuses it
     tmp_f = path / (MANIFEST + ".tmp")  # written last, and atomically: no manifest, no cache
     tmp_f.write_text(json.dumps(man, indent=1)); tmp_f.replace(path / MANIFEST)
     return man

@@ -89,6 +89,8 @@ GRIDS = {
     "repro": dict(kind="repro", width_mult=8, flop_experts=(2, 4, 8, 16), width_experts=(4, 8, 16), ks=(32, 16),
                   lrs=(5e-4, 1e-3, 2e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
                   eval_tokens=16384, n_ctxs=256, dup_max_latents=16384),
+    "lb-ci": dict(kind="lb", width_mult=2, focus_E=4, focus_k=8, alphas=(0.0, 0.1, 1.0), steps=60, batch_size=256,
+                  eval_tokens=2048, n_ctxs=32, dup_max_latents=0),
     "repro-ci": dict(kind="repro", width_mult=2, flop_experts=(2,), width_experts=(2,), ks=(8, 4),
                      lrs=(1e-3, 4e-3), lr_k=8, lr_steps=20, steps=40, batch_size=256,
                      eval_tokens=2048, n_ctxs=32, dup_max_latents=4096),
