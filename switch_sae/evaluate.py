@@ -47,4 +47,4 @@ def evaluate_reconstruction(sae: SAEBase, batches: Iterable[torch.Tensor]) -> Di
     expert_fve = torch.where(load > 0, 1 - e_err / e_var.clamp_min(1e-30), torch.full_like(e_err, float("nan")))
     return dict(fve=1 - err / total_var, mse=err / n, l0=l0 / n, dead_frac=1 - fired.float().mean().item(),
                 expert_load=f.tolist(), expert_fve=expert_fve.tolist(), lb_loss=(E * (f * P).sum()).item(),
-                router_entropy=ent / n, tokens=n)
+                router_entropy=ent / n, act_scale=sae.act_scale.item(), tokens=n)

@@ -496,9 +496,10 @@ def lb_verdicts(rows: List[dict]) -> Dict[str, str]:
     if near:
         lo, hi = min(r["lb_alpha"] for r in near), max(r["lb_alpha"] for r in near)
         v["lb_range"] = (f"Insensitivity: the paper finds results insensitive to lb_alpha over a wide range and collapse at 0; here "
-                         f"MSE within 10% of the best with max expert load x E <= 1.5 holds for lb_alpha {lo:g} to {hi:g} "
-                         f"({math.log10(hi / lo):.1f} decades)" if hi > lo else
-                         f"Insensitivity: only lb_alpha = {lo:g} keeps MSE within 10% of the best with max load x E <= 1.5")
+                         + (f"MSE within 10% of the best with max expert load x E <= 1.5 holds for lb_alpha {lo:g} to {hi:g} "
+                            f"({math.log10(hi / lo):.1f} decades)" if hi > lo else
+                            f"only lb_alpha = {lo:g} keeps MSE within 10% of the best with max load x E <= 1.5")
+                         + f": insensitivity over a decade or more {_held(hi >= 10 * lo)}")
         v["lb_range"] += (f"; at lb_alpha = 0 the max expert load x E is {zero[0]['max_expert_load']:.2f} (collapse "
                           f"{_held(zero[0]['max_expert_load'] > 3)}: above 3)." if zero else ".")
     return v
