@@ -87,7 +87,7 @@ GRIDS = {
                  eval_tokens=16384, n_ctxs=256, dup_max_latents=0),
     # the reproduction: a learning-rate sweep per architecture and width, then every run with its best rate
     "repro": dict(kind="repro", width_mult=8, flop_experts=(2, 4, 8, 16), width_experts=(4, 8, 16), ks=(32, 16),
-                  lrs=(5e-4, 1e-3, 2e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
+                  lrs=(5e-4, 1e-3, 2e-3, 4e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
                   eval_tokens=16384, n_ctxs=256, dup_max_latents=16384),
     "lb-ci": dict(kind="lb", width_mult=2, focus_E=4, focus_k=8, alphas=(0.0, 0.1, 1.0), steps=60, batch_size=256,
                   eval_tokens=2048, n_ctxs=32, dup_max_latents=0),
@@ -415,7 +415,7 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
         col = _time_col([tk[n] for n in Ns] + [ts[n] for n in Ns])
         ratio = [tk[n][col] / ts[n][col] for n in Ns]
         v["time"] = (f"Training time: a Switch SAE's encoder costs about E times fewer FLOPs than a dense SAE of the same N "
-                     f"(the paper's motivation, SPEC section 5); here the TopK / Switch (E = {E0:.0f}) ratio of training "
+                     f"(the paper's motivation); here the TopK / Switch (E = {E0:.0f}) ratio of training "
                      f"{'CPU time' if col == 'train_cpu_seconds' else 'wall time'} (equal tokens) is "
                      + ", ".join(f"{x:.1f}x at N = {n:.0f}" for n, x in zip(Ns, ratio))
                      + f": the claim (Switch cheaper at every N, by more as N grows) {_held(min(ratio) > 1 and ratio[-1] > ratio[0])}.")
@@ -460,7 +460,7 @@ def sweep_verdicts(csv_path) -> Dict[str, str]:
     if ks:
         avg = {n: sum(var[n][k]["mse"] for k in ks) / len(ks) for n in var}
         best = min(avg, key=avg.get)
-        v["variants"] = (f"Variants (E = {E0:.0f}, N = {Nd:.0f}; SPEC section 7 states no claim about them): mean MSE over "
+        v["variants"] = (f"Variants (E = {E0:.0f}, N = {Nd:.0f}; the paper states no claim about them): mean MSE over "
                          f"k = {', '.join(f'{k:.0f}' for k in ks)} is " + ", ".join(f"{n} {avg[n]:.4g}" for n in avg)
                          + f"; {best} is best here.")
     return v
