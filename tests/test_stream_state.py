@@ -1,6 +1,6 @@
 """A resumed language-model run continues its activation stream from the state saved in the checkpoint: exact, and
 without running the language model over the text it had already read."""
-import json, shutil
+import json, shutil, signal
 from dataclasses import replace
 import pytest
 import torch
@@ -41,11 +41,25 @@ def _source(lm, act=ACT, cache=None):
     return batches
 
 
-def _stop_at(out, step):
-    "As if the run had been killed right after the checkpoint of `step`: later checkpoints and the final model gone."
-    for p in checkpoints(out):
-        if int(p.name.split("_")[1]) > step: shutil.rmtree(p)
-    for f in ("model.safetensors", "cfg.json", "history.jsonl"): (out / f).unlink(missing_ok=True)
+def _ctrl_c_at(source, step):
+    "`source`, with Ctrl-C pressed while batch `step` is read: the run stops after that step, as a user would stop it."
+    def batches(start):
+        stream = source(start)
+        class Interrupted(type(stream)):
+            def __next__(self):
+                self.read += 1
+                if self.read == step: signal.raise_signal(signal.SIGINT)
+                return super().__next__()
+        stream.__class__, stream.read = Interrupted, start
+        return stream
+    return batches
+
+
+def _stopped_run(lm, out, step, cache=None):
+    "A run stopped (Ctrl-C) at `step`: its newest checkpoint, of that step, keeps the stream state."
+    tr = train(CFG, _ctrl_c_at(_source(lm, cache=cache), step), out=out, progress=False)
+    assert tr.interrupted and tr.step == step
+    return tr
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["store", "cache"])
@@ -55,12 +69,14 @@ def test_resume_restores_the_stream_exactly_without_rerunning_the_model(tmp_path
         cache = tmp_path / "cache"
         cache_activations(ActivationStore(ACT, lm), cache, CFG.steps * CFG.batch_size)
     full = train(CFG, _source(lm, cache=cache), out=tmp_path / "a", progress=False)
+    assert not any((c / "data.safetensors").exists() for c in checkpoints(tmp_path / "a"))   # a finished run drops it
     lm.model.calls = 0
-    train(CFG, _source(lm, cache=cache), out=tmp_path / "b", progress=False)
+    train(CFG, _source(lm, cache=cache), out=tmp_path / "c", progress=False)
     calls_full = lm.model.calls
-    _stop_at(tmp_path / "b", 30)
-    ck = checkpoints(tmp_path / "b")[-1]
+    _stopped_run(lm, tmp_path / "b", 30, cache)
+    older, ck = checkpoints(tmp_path / "b")[-2:]
     assert (ck / "data.safetensors").exists() and "data_state" in json.loads((ck / "trainer.json").read_text())
+    assert not (older / "data.safetensors").exists() and "data_state" not in json.loads((older / "trainer.json").read_text())
     lm.model.calls = 0
     resumed = train(CFG, _source(lm, cache=cache), out=tmp_path / "b", resume=True, progress=False)
     assert resumed.step == 40 and _same(full.model.state_dict(), resumed.model.state_dict())
@@ -72,8 +88,7 @@ def test_resume_restores_the_stream_exactly_without_rerunning_the_model(tmp_path
 def test_checkpoint_without_stream_state_is_caught_up_by_replaying(tmp_path, lm):
     "A checkpoint of an older version (no stream state) still resumes exactly: the stream is replayed up to the step."
     full = train(CFG, _source(lm), out=tmp_path / "a", progress=False)
-    train(CFG, _source(lm), out=tmp_path / "b", progress=False)
-    _stop_at(tmp_path / "b", 30)
+    _stopped_run(lm, tmp_path / "b", 30)
     ck = checkpoints(tmp_path / "b")[-1]
     state = json.loads((ck / "trainer.json").read_text()); state.pop("data_state")
     (ck / "trainer.json").write_text(json.dumps(state)); (ck / "data.safetensors").unlink()
@@ -86,25 +101,25 @@ def test_checkpoint_without_stream_state_is_caught_up_by_replaying(tmp_path, lm)
 
 def test_damaged_stream_state_falls_back_to_the_previous_checkpoint(tmp_path, lm, capsys):
     full = train(CFG, _source(lm), out=tmp_path / "a", progress=False)
-    train(CFG, _source(lm), out=tmp_path / "b", progress=False)
-    _stop_at(tmp_path / "b", 40)                      # the final model is lost, both checkpoints (30, 40) stay
+    _stopped_run(lm, tmp_path / "b", 30)              # checkpoints 20 (no stream state) and 30 (with it)
     f = checkpoints(tmp_path / "b")[-1] / "data.safetensors"
     raw = bytearray(f.read_bytes()); raw[-50] ^= 0x55; f.write_bytes(bytes(raw))
     resumed = train(CFG, _source(lm), out=tmp_path / "b", resume=True, progress=False)
     out = capsys.readouterr().out
-    assert "skipping damaged checkpoint step_0000040" in out and "resuming from step 30" in out
+    assert "skipping damaged checkpoint step_0000030" in out and "resuming from step 20" in out
     assert _same(full.model.state_dict(), resumed.model.state_dict())
 
 
 def test_stream_state_of_another_buffer_is_refused(tmp_path, lm):
-    train(replace(CFG, steps=10), _source(lm), out=tmp_path, progress=False)
+    train(replace(CFG, steps=20), _ctrl_c_at(_source(lm), 10), out=tmp_path, progress=False)   # stopped: stream state kept
     other = replace(ACT, n_ctxs=32)
     with pytest.raises(ValueError, match="resume with the same n_ctxs and batch_size"):
         train(replace(CFG, steps=20), _source(lm, other), out=tmp_path, resume=True, progress=False)
 
 
 def test_cli_lm_resume_is_bit_identical(cli, tmp_path):
-    "The command line, in subprocesses: a language-model run that lost its last 10 steps resumes to identical weights."
+    """The command line, in subprocesses: a language-model run that lost its last 10 steps resumes to identical weights
+    (from a checkpoint of a finished run, which keeps no stream state: the stream is replayed)."""
     a, b = tmp_path / "a", tmp_path / "b"
     cli("train", "--out", str(a), *LM_ARGS)
     shutil.copytree(a, b)                                  # the same run (deterministic on a CPU), then cut short
