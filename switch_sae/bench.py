@@ -13,6 +13,7 @@ from .config import SwitchSAEConfig, DTYPES
 from .topk import SAEBase, TopKSAE
 from .switch import SwitchSAE, SwitchReference
 from .train import Trainer, keep_freed_memory
+from .activations import ActivationConfig, ActivationStore, lm_activations, shuffle_buffer
 
 # %% auto 0
 __all__ = ['IMPLS', 'GRIDS', 'COLUMNS', 'cost_model', 'Shape', 'build', 'cpu_step_peak', 'step_peak', 'OthersCPU', 'bench_shape',
@@ -267,7 +268,6 @@ def format_table(rows: List[dict], header: bool = True) -> str:
 def bench_e2e(steps: int = 10, n_latents: int = 4096, n_experts: int = 16, k: int = 32, batch: int = 1024,
               device: str = "cpu", impls: Sequence[str] = ("topk", "switch"), n_ctxs: int = 64) -> List[dict]:
     "Train `impls` on the tiny LM's activations for `steps` steps; time LM forward, buffer and SAE step per token."
-    from switch_sae.activations import ActivationConfig, ActivationStore, lm_activations, shuffle_buffer
     device = torch.device(device)
     if device.type == "cpu": keep_freed_memory()
     acfg = ActivationConfig(model="tiny", device=str(device), batch_size=batch, n_ctxs=n_ctxs)

@@ -13,6 +13,8 @@ from .switch import SwitchSAE
 from .router import route as lib_route
 from .losses import lb_loss as lib_lb_loss
 from .train import make_optimizer
+from .geometry import nearest_neighbours
+from . import course_solutions
 
 # %% auto 0
 __all__ = ['SWITCH_MISTAKES', 'STEP_MISTAKES', 'solutions_enabled', 'default_device', 'show_solution', 'check_route',
@@ -32,7 +34,6 @@ def default_device() -> str:
 
 def show_solution(name: str) -> str:
     "Print (and return) the source of the worked solution of the exercise `name`."
-    from switch_sae import course_solutions
     if not hasattr(course_solutions, name):
         raise ValueError(f"no solution called {name!r}; the exercises are {course_solutions.__all__}.")
     src = inspect.getsource(getattr(course_solutions, name))
@@ -371,7 +372,6 @@ def check_nearest_other_expert(nearest_other_expert: Callable, inspector, latent
     "Check a learner's `nearest_other_expert(W_dec, n_experts, latent, n) -> [(latent, cosine), ...]`."
     W, E, M = inspector.sae.W_dec.detach().cpu(), inspector.E, inspector.M
     if latents is None:   # the most duplicated latent, and the one with the closest partner inside its own expert
-        from switch_sae.geometry import nearest_neighbours
         nb = nearest_neighbours(W, E)
         latents = (int(nb.across_cos.argmax()), int((nb.within_cos - nb.across_cos).argmax()), 1)
     for j in latents:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 import torch
+from .switch import SwitchSAE
+from .distributed import ExpertParallelSwitchSAE, ExpertGroup
 
 # %% auto 0
 __all__ = ['GB', 'memory_per_rank', 'comm_per_step', 'scaling_table', 'markdown_table', 'measure_step', 'routed_offrank']
@@ -72,7 +74,6 @@ def markdown_table(rows, fmt=None) -> str:
 # %% ../nbs/17_scaling.ipynb
 def measure_step(rank: int, world_size: int, cfg, x: torch.Tensor) -> Dict[str, int]:
     "Bytes (by phase) this rank sent in one training step of the expert-parallel model on the global batch `x`."
-    from switch_sae.distributed import ExpertParallelSwitchSAE, ExpertGroup
     eg = ExpertGroup()
     sae = ExpertParallelSwitchSAE(cfg, eg)
     xl = x[rank * len(x) // world_size:(rank + 1) * len(x) // world_size]
@@ -86,8 +87,6 @@ def measure_step(rank: int, world_size: int, cfg, x: torch.Tensor) -> Dict[str, 
 @torch.no_grad()
 def routed_offrank(cfg, x: torch.Tensor, world_size: int):
     "Tokens each rank sends to / receives from other ranks, from the one-process model's routing of `x`."
-    from switch_sae.switch import SwitchSAE
-    from switch_sae.topk import geometric_median
     sae = SwitchSAE(cfg)
     sae.init_biases_(x)
     expert = sae.encode(x).expert
