@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../nbs/99_api.ipynb
-from .version import __version__
+from .version import __version__ as __version__
 from .config import SwitchSAEConfig
 from .data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
 from .losses import l2_loss, lb_loss, fve, expert_load, router_entropy

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_distributed.ipynb 3
 from __future__ import annotations
-import dataclasses, datetime, itertools, json, math, os, shutil, socket, sys, time, traceback
+import dataclasses, datetime, itertools, json, math, os, shutil, socket, time, traceback
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace

@@ -4,8 +4,8 @@
 
 # %% ../nbs/18_sweep.ipynb 4
 from __future__ import annotations
-import argparse, csv, dataclasses, io, itertools, json, math, os, platform, sys, time
-from dataclasses import dataclass, asdict
+import argparse, csv, dataclasses, io, itertools, math, os, time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 import torch

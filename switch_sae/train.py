@@ -4,16 +4,14 @@
 
 # %% ../nbs/07_train.ipynb 3
 from __future__ import annotations
-import ctypes, gc, json, math, os, shutil, signal, sys, threading, time
-from dataclasses import dataclass, field
+import ctypes, gc, json, os, shutil, signal, sys, threading, time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 import torch
 from tqdm.auto import tqdm
 from .config import SwitchSAEConfig, DTYPES
-from .losses import fve, expert_load
-from .topk import SAEBase, TopKSAE
-from .switch import SwitchSAE
+from .losses import fve
+from .topk import SAEBase
 from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
 from .shards import SHARD_INDEX, trainer_tensors
 from .checkpoint import ARCH_CLASSES, load_sae

@@ -97,6 +97,19 @@ def test_imports_only_downward():
     assert not bad, "imports from a lower layer to a higher one: " + "; ".join(bad)
 
 
+def test_package_modules_imported_at_the_top():
+    "Function-level imports are for optional dependencies only: a module of the package is imported at the top."
+    bad = []
+    for m in modules():
+        tree = ast.parse((PKG / f"{m}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = "\n".join(ast.unparse(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom)))
+                found = imports_in(inner, m, set(modules())) if inner else set()
+                bad += [f"{m}.{node.name} imports {n}" for n in sorted(found)]
+    assert not bad, "imports of package modules inside functions (move them to the top): " + "; ".join(sorted(set(bad)))
+
+
 def test_the_checker_sees_what_it_should():
     "The parser finds function-level and package-root imports, and the cycle finder finds a cycle."
     src = ("import torch\nfrom . import tiny_lm\nfrom .config import SwitchSAEConfig\nclass A:\n    def f(self):\n"
