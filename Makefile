@@ -1,6 +1,6 @@
 # One command to set up and run the main job, one to set up and run the tests.
 #   make run    trains a Switch SAE and writes its report to runs/<timestamp>/
-#   make test   checks the notebooks export to the library unchanged, runs every notebook, runs pytest
+#   make test   checks the notebooks export to the library unchanged, lints it, runs every notebook, runs pytest
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test export-check clean
+.PHONY: setup run test export-check lint clean
 setup: $(VENV)/.installed
 
 # torch is pinned first: a bare "torch" requirement on a machine without it pulls a multi-GB CUDA build.
@@ -29,7 +29,11 @@ export-check: setup
 	  git status --porcelain switch_sae; git diff --stat switch_sae; exit 1; fi
 	@echo "nbdev_export: switch_sae/ is in step with nbs/"
 
-test: export-check
+# ruff (settings in pyproject.toml) on the exported library and the tests; fix findings in nbs/, not in switch_sae/
+lint: setup
+	$(BIN)/ruff check switch_sae tests
+
+test: export-check lint
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/pytest -q tests
 

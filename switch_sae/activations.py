@@ -24,6 +24,7 @@ __all__ = ['HUB_DATASETS', 'TEXT_SUFFIXES', 'MANIFEST', 'CACHE_KEYS', 'CACHE_FIL
 
 # %% ../nbs/11_activations.ipynb
 from .config import DTYPES
+from . import tiny_lm
 
 @dataclass
 class ActivationConfig:
@@ -90,7 +91,6 @@ def _hub_docs(name: str, split: str) -> Iterator[str]:
 def text_stream(dataset: str = "stdlib", split: str = "train") -> Iterator[str]:
     "Documents from the shipped corpus, a local file or folder, or a hub dataset."
     if dataset == "stdlib":
-        from switch_sae import tiny_lm
         corpus = tiny_lm.stdlib_corpus()
         if split not in corpus: raise ValueError(f"the stdlib corpus has splits {tuple(corpus)}, not {split!r}")
         yield from corpus[split]
@@ -149,7 +149,6 @@ def hub_lm(name: str, device: str = "cpu") -> LM:
 def load_lm(name: str = "tiny", device: str = "cpu") -> LM:
     "The shipped tiny LM for 'tiny'; otherwise a hub model, see `hub_lm`."
     if name == "tiny":
-        from switch_sae import tiny_lm
         return LM(tiny_lm.load(device=device), lambda s: tiny_lm.encode(s, bos=False).tolist(), tiny_lm.BOS)
     return hub_lm(name, device)
 

@@ -4,78 +4,20 @@
 
 # %% ../nbs/06_checkpoint.ipynb 3
 from __future__ import annotations
-import hashlib, json, os, tempfile
+import json
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Dict
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file, load_file
 from fastcore.basics import patch
+from .version import __version__
 from .config import SwitchSAEConfig
 from .topk import SAEBase, TopKSAE
 from .switch import SwitchSAE
+from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
+from .shards import SHARD_INDEX, read_rows
 
 # %% auto 0
-__all__ = ['ARCH_CLASSES', 'CheckpointError', 'atomic_write', 'atomic_write_text', 'tensor_digest', 'save_tensors',
-           'load_tensors', 'load_sae']
-
-# %% ../nbs/06_checkpoint.ipynb
-class CheckpointError(ValueError):
-    "A checkpoint that is missing, truncated, corrupt or of another model."
-
-def atomic_write(path, write: Callable[[str], None]):
-    "Call `write(tmp_path)`, fsync the file, then rename it to `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f: os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    except OSError: pass
-
-def atomic_write_text(path, text: str):
-    atomic_write(path, lambda p: Path(p).write_text(text))
-
-# %% ../nbs/06_checkpoint.ipynb
-def tensor_digest(tensors: Dict[str, torch.Tensor]) -> str:
-    "sha256 over the names, dtypes, shapes and bytes of `tensors`, in name order."
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-def save_tensors(tensors: Dict[str, torch.Tensor], path, metadata: Optional[dict] = None):
-    "Atomically write `tensors` as safetensors, with their sha256 in the metadata."
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    meta = {**(metadata or {}), "sha256": tensor_digest(tensors)}
-    atomic_write(path, lambda p: save_file(tensors, p, metadata={k: str(v) for k, v in meta.items()}))
-
-def load_tensors(path, device=None) -> Dict[str, torch.Tensor]:
-    "Read a safetensors file written by `save_tensors`, checking it is whole and unchanged."
-    path = Path(path)
-    if not path.exists(): raise CheckpointError(f"missing checkpoint file {path}.")
-    try:
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f: meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint file {path} is truncated or corrupt ({e}). "
-                              f"Restore it, or retrain / resume from an earlier checkpoint.") from e
-    if "sha256" in meta and tensor_digest(tensors) != meta["sha256"]:
-        raise CheckpointError(f"checkpoint file {path} fails its checksum: its contents changed after it was "
-                              f"written. Restore it, or resume from an earlier checkpoint.")
-    return {k: v.to(device) for k, v in tensors.items()} if device is not None else tensors
+__all__ = ['ARCH_CLASSES', 'load_sae', 'load_state', 'load_sharded_sae']
 
 # %% ../nbs/06_checkpoint.ipynb
 ARCH_CLASSES = {"switch": SwitchSAE, "topk": TopKSAE}
@@ -85,18 +27,16 @@ def save_pretrained(self: SAEBase, path):
     "Write `cfg.json` and `model.safetensors` into the folder `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     save_tensors(self.state_dict(), path / "model.safetensors", {"arch": self.cfg.arch})
-    if (path / "shards.json").exists():   # a sharded model saved here before (16_distributed) is replaced: drop its files
-        for f in [*path.glob("model-*-of-*.safetensors"), path / "replicated.safetensors", path / "shards.json"]:
+    if (path / SHARD_INDEX).exists():   # a sharded model saved here before (16_distributed) is replaced: drop its files
+        for f in [*path.glob("model-*-of-*.safetensors"), path / "replicated.safetensors", path / SHARD_INDEX]:
             if f.exists(): f.unlink()
-    from switch_sae import __version__
     atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
 
 def load_sae(path, device=None, cls=None) -> SAEBase:
     "Load the SAE saved in the folder `path` (any architecture), optionally onto `device`."
     path = Path(path)
     if not path.is_dir(): raise CheckpointError(f"no checkpoint folder at {path}: expected a folder holding cfg.json and model.safetensors.")
-    if (path / "shards.json").exists():   # written in shards by an expert-parallel run (16_distributed): merge them
-        from switch_sae.distributed import load_sharded_sae
+    if (path / SHARD_INDEX).exists():   # written in shards by an expert-parallel run (16_distributed): merge them
         return load_sharded_sae(path, device, cls)
     try: cfg = SwitchSAEConfig.load(path / "cfg.json")
     except FileNotFoundError as e: raise CheckpointError(f"{path} holds no cfg.json: is it a switch_sae checkpoint folder?") from e
@@ -108,10 +48,11 @@ def load_sae(path, device=None, cls=None) -> SAEBase:
                               f"{want.__name__}.from_pretrained or switch_sae.load_sae.")
     sd = load_tensors(path / "model.safetensors")
     sae = want(cfg)
-    _load_state(sae, sd, str(path / "model.safetensors"))
+    load_state(sae, sd, str(path / "model.safetensors"))
     return sae
 
-def _load_state(sae, sd, where):
+def load_state(sae, sd: Dict[str, torch.Tensor], where: str):
+    "Load the state dict `sd` (read from `where`) into `sae`, naming any tensor missing, unexpected or misshapen."
     own = sae.state_dict()
     if "act_scale" not in sd: sd = {**sd, "act_scale": torch.ones_like(own["act_scale"])}   # saved before the scale existed
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
@@ -126,6 +67,21 @@ def _load_state(sae, sd, where):
 def from_pretrained(cls: SAEBase, path, device=None) -> SAEBase:
     "Load a checkpoint folder written by `save_pretrained`."
     return load_sae(path, device, cls)
+
+def load_sharded_sae(path, device=None, cls=None):
+    "Merge the shards of a folder written by `ExpertParallelSwitchSAE.save_pretrained` into one `SwitchSAE`."
+    path = Path(path)
+    try: cfg = SwitchSAEConfig.load(path / "cfg.json")
+    except FileNotFoundError as e: raise CheckpointError(f"{path} holds {SHARD_INDEX} but no cfg.json.") from e
+    except (ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'} is not a valid config: {e}") from e
+    if cls is not None and not issubclass(SwitchSAE, cls):
+        raise CheckpointError(f"{path} holds a sharded 'switch' SAE, not a {cls.__name__}; load it with "
+                              f"SwitchSAE.from_pretrained or switch_sae.load_sae.")
+    if device is not None: cfg.device = str(device)
+    sae = SwitchSAE(cfg)
+    load_state(sae, read_rows(path, 0, cfg.n_latents), str(path))
+    return sae
+
 
 # %% ../nbs/06_checkpoint.ipynb
 _REF_NAMES = {"W_enc": "encoder.weight", "W_dec": "decoder", "W_router": "router.weight",
@@ -156,5 +112,5 @@ def from_reference_state_dict(cls: SAEBase, sd: Dict[str, torch.Tensor], cfg: Sw
     sae = want(cfg)
     inv = {v: k for k, v in _REF_NAMES.items()}
     ours = {inv.get(k, k): v.to(cfg.torch_dtype) for k, v in sd.items()}
-    _load_state(sae, ours, "reference state dict")
+    load_state(sae, ours, "reference state dict")
     return sae

@@ -4,183 +4,29 @@
 
 # %% ../nbs/20_cli.ipynb 3
 from __future__ import annotations
-import argparse, dataclasses, datetime, errno, inspect, itertools, json, re, sys, typing
+import argparse, datetime, errno, json, os, sys
 from safetensors import SafetensorError
 from pathlib import Path
 from typing import List, Optional
-import torch
-from .config import SwitchSAEConfig, PRESETS, preset
-from .data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
+from .config import SwitchSAEConfig, PRESETS
+from .args import add_dataclass_args, given_args
+from .data import SyntheticConfig
+from .files import atomic_write_text
 from .train import train, prepare_out_dir, NonFiniteError, BatchTooLargeError
-from .checkpoint import load_sae, atomic_write_text
-from .evaluate import evaluate_reconstruction
-from .report import plot_training, plot_expert_load, plot_lm_eval, write_report
-from .activations import (ActivationConfig, ActivationStore, CachedActivations, cache_activations,
-                                    load_lm, text_stream, token_contexts)
-from .lm_eval import evaluate_lm
+from .checkpoint import load_sae
+from .activations import ActivationConfig
+from .sources import SyntheticSource, LMSource, make_source, round_metrics, finish_run, check_resume_source
+from .distributed import run_train_expert_parallel
+from .bench import bench_main
+from .sweep import sweep_main
 
 # %% auto 0
-__all__ = ['add_dataclass_args', 'given_args', 'dataclass_from_args', 'SyntheticSource', 'LMSource', 'make_source', 'finish_run',
-           'check_resume_source', 'run_train', 'run_eval', 'make_parser', 'main']
+__all__ = ['run_train', 'run_eval', 'make_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb
-def _field_comments(cls) -> dict:
-    try: src = inspect.getsource(cls)
-    except (OSError, TypeError): return {}
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+)\s*:[^=\n]+=[^#\n]+#\s*(.+)$", src, re.M)}
-
-def _parse_optional(typ):
-    def parse(s): return None if s.lower() == "none" else typ(s)
-    parse.__name__ = typ.__name__
-    return parse
-
-def add_dataclass_args(parser, cls, prefix: str = "", skip=()):
-    "Add one flag per field of the dataclass `cls` (named `--{prefix}{field}` with dashes)."
-    helps, hints = _field_comments(cls), typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip: continue
-        flag, dest, typ = "--" + (prefix + f.name).replace("_", "-"), prefix + f.name, hints[f.name]
-        kw = dict(dest=dest, default=argparse.SUPPRESS, help=f"{helps.get(f.name, '')} (default: {f.default})")
-        if typ is bool: parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(typ) is typing.Union:
-            inner = [a for a in typing.get_args(typ) if a is not type(None)][0]
-            parser.add_argument(flag, type=_parse_optional(inner), metavar=inner.__name__.upper(), **kw)
-        else: parser.add_argument(flag, type=typ, metavar=typ.__name__.upper(), **kw)
-
-def given_args(cls, args, prefix: str = "") -> dict:
-    "The fields of `cls` that were given as flags."
-    return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
-
-def dataclass_from_args(cls, args, prefix: str = "", **defaults):
-    "Build `cls` from `defaults`, overridden by the flags given."
-    return cls(**{**defaults, **given_args(cls, args, prefix)})
-
-# %% ../nbs/20_cli.ipynb
-class SyntheticSource:
-    "Synthetic activations with known features (`01_data`)."
-    def __init__(self, cfg: SwitchSAEConfig, syn: SyntheticConfig, eval_tokens: int):
-        self.cfg, self.syn, self.eval_tokens = cfg, syn, eval_tokens
-        self.data = SyntheticData(syn, device=cfg.torch_device, dtype=cfg.torch_dtype)
-
-    def batches(self, start: int):
-        return self.data.batches(self.cfg.batch_size, seed=self.cfg.seed + 1, start=start)
-
-    def evaluate(self, sae) -> dict:
-        x, cluster, _ = self.data.batch(self.eval_tokens, seed=self.cfg.seed + 10_000, index=0)  # never used in training
-        x = x.to(sae.W_dec.device, sae.W_dec.dtype)
-        m = evaluate_reconstruction(sae, x.split(4096))
-        with torch.no_grad(): expert = torch.cat([sae.encode(b).expert for b in x.split(4096)])
-        return dict(m, feature_recovery=feature_recovery(sae.W_dec, self.data.features),
-                    routing_purity=routing_purity(expert, cluster))
-
-    def describe(self) -> dict:
-        return dict(kind="synthetic", synthetic=dataclasses.asdict(self.syn), seed=self.cfg.seed, eval_tokens=self.eval_tokens)
-
-    def summary(self, m) -> str:
-        s = self.syn
-        return (f"Data: synthetic ({s.n_clusters} clusters, each an anchor feature and {s.features_per_cluster} sparse "
-                f"features, {s.n_active} active per sample); evaluated on {m['eval_tokens']} held-out samples.")
-
-class LMSource:
-    "A language model's activations at a hook point (`11_activations`), evaluated inside the model (`12_lm_eval`)."
-    def __init__(self, cfg: SwitchSAEConfig, act: ActivationConfig, eval_tokens: int, eval_dataset=None,
-                 eval_split=None, cache=None, lm=None):
-        self.cfg, self.act, self.eval_tokens, self.cache = cfg, act, eval_tokens, cache
-        self.eval_dataset = eval_dataset or act.dataset
-        self.eval_split = eval_split or ("heldout" if self.eval_dataset == "stdlib" else act.split)
-        self.lm = lm or load_lm(act.model, device=str(act.torch_device))
-        self._check_text(act.dataset, act.split, "--dataset")
-
-    def _check_text(self, dataset, split, flag):
-        "Fail before any work when the text cannot give one context (a missing, unreadable or tiny file)."
-        bos = self.lm.bos if self.act.prepend_bos else None
-        try: first = next(token_contexts(text_stream(dataset, split), self.lm.encode, self.act.ctx_len, bos), None)
-        except (OSError, UnicodeError) as e: raise ValueError(f"cannot read the text of {flag} {dataset!r}: {e}") from e
-        if first is None:
-            raise ValueError(f"{flag} {dataset!r} (split {split!r}) holds less text than one context of {self.act.ctx_len} "
-                             f"tokens; give more text or a smaller --ctx-len.")
-
-    def batches(self, start: int):
-        store = ActivationStore(self.act, self.lm)
-        if self.cache is not None:
-            cache_activations(store, self.cache, self.cfg.steps * self.cfg.batch_size)
-            store = CachedActivations(self.cache, self.act)
-        # `train` restores the stream's state from the checkpoint; without one, the first `start` batches are replayed
-        return iter(store).starting_at(start)
-
-    def held_out(self) -> torch.Tensor:
-        "Held-out token contexts, [n, ctx_len]."
-        n = max(1, self.eval_tokens // self.act.ctx_len)
-        bos = self.lm.bos if self.act.prepend_bos else None
-        ctxs = list(itertools.islice(token_contexts(text_stream(self.eval_dataset, self.eval_split), self.lm.encode,
-                                                    self.act.ctx_len, bos), n))
-        if not ctxs: raise ValueError(f"no held-out text in {self.eval_dataset!r} (split {self.eval_split!r}); pass --eval-dataset.")
-        return torch.tensor(ctxs)
-
-    def evaluate(self, sae) -> dict:
-        return evaluate_lm(sae, self.lm.model, self.held_out(), self.act.hook_name,
-                           skip_first=1 if self.act.prepend_bos else 0, batch_size=self.act.model_batch_size)
-
-    def describe(self) -> dict:
-        return dict(kind="lm", activations=dataclasses.asdict(self.act), eval_dataset=self.eval_dataset,
-                    eval_split=self.eval_split, eval_tokens=self.eval_tokens)
-
-    def summary(self, m) -> str:
-        a = self.act
-        model = "the shipped tiny LM" if a.model == "tiny" else a.model
-        return (f"Activations: `{a.hook_name}` of {model} on `{a.dataset}` ({a.split}), contexts of {a.ctx_len} tokens; "
-                f"evaluated on {m['eval_tokens']} held-out tokens of `{self.eval_dataset}` ({self.eval_split}).")
-
-# %% ../nbs/20_cli.ipynb
-def make_source(args, sae_kw: dict):
-    "The config and the activation source that the flags describe."
-    if args.data == "synthetic":
-        cfg = preset("synthetic", **sae_kw)
-        return cfg, SyntheticSource(cfg, dataclass_from_args(SyntheticConfig, args, prefix="syn_", d_in=cfg.d_in), args.eval_tokens)
-    if args.data != "lm":
-        raise ValueError(f"--data {args.data!r} is not known: use 'lm' (a language model's activations) or 'synthetic'.")
-    base = preset("lm", **{**sae_kw, "d_in": 1})            # the model's width is not known yet
-    act = dataclass_from_args(ActivationConfig, args, batch_size=base.batch_size, seed=base.seed,
-                              device=base.device, dtype=base.dtype)
-    lm = load_lm(act.model, device=str(act.torch_device))
-    d = lm.model.cfg.d_model
-    if sae_kw.get("d_in", d) != d:
-        raise ValueError(f"--d-in {sae_kw['d_in']} does not match the width of {act.hook_name} ({d}); drop --d-in.")
-    cfg = preset("lm", **{**sae_kw, "d_in": d})
-    return cfg, LMSource(cfg, act, args.eval_tokens, args.eval_dataset, args.eval_split, args.cache, lm)
-
-def _round(m: dict) -> dict:
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if not isinstance(v, list)}
-
-def finish_run(out: Path, tr, src, cfg: SwitchSAEConfig, command: str) -> dict:
-    "Evaluate on held-out data, then write metrics.json, the plots and report.md."
-    m = src.evaluate(tr.model)
-    m["eval_tokens"] = m.pop("tokens")
-    m.update(steps=tr.step, tokens=tr.tokens, seconds=round(tr.seconds, 2))
-    atomic_write_text(out / "metrics.json", json.dumps(m, indent=2))
-    plot_training(tr.history, out / "training.png")
-    plot_expert_load(m["expert_load"], out / "expert_load.png")
-    images = ["training.png", "expert_load.png"]
-    if "ce_loss_recovered" in m:
-        plot_lm_eval(m, out / "lm_eval.png"); images.append("lm_eval.png")
-    write_report(out, m, cfg.to_dict(), images=images, notes=[src.summary(m), "", f"Command: `{command}`"])
-    return m
-
-def check_resume_source(out: Path, described: dict) -> None:
-    "Refuse to resume the run in `out` on activations other than those its `data.json` describes."
-    if not (out / "data.json").exists(): return
-    before = json.loads((out / "data.json").read_text())
-    if any(before.get(k) != described.get(k) for k in ("kind", "activations", "synthetic", "seed")):
-        diff = sorted(k for k in set(before) | set(described)
-                      if not k.startswith("eval") and before.get(k) != described.get(k))
-        raise ValueError(f"cannot resume {out}: its activations came from another source ({', '.join(diff)} differ: "
-                         f"{ {k: before.get(k) for k in diff} }); resume with the same data flags, or start a new --out.")
-
 def run_train(args) -> dict:
     "`switch-sae train`."
-    import os
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # under torchrun: experts sharded over the processes (16_distributed)
-        from switch_sae.distributed import run_train_expert_parallel
         return run_train_expert_parallel(args)
     cfg, src = make_source(args, given_args(SwitchSAEConfig, args))
     out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -201,7 +47,7 @@ def run_train(args) -> dict:
                              f"(in {out / 'checkpoints'}); free some space and continue with --resume.")
         raise
     m = finish_run(out, tr, src, cfg, "switch-sae " + " ".join(args.argv))
-    print(json.dumps(_round(m)))
+    print(json.dumps(round_metrics(m)))
     print(f"wrote {out}/report.md")
     return m
 
@@ -221,7 +67,7 @@ def run_eval(args) -> dict:
         src = LMSource(sae.cfg, act, tokens, d["eval_dataset"], d["eval_split"])
     m = src.evaluate(sae)
     atomic_write_text(out / "eval.json", json.dumps(m, indent=2))
-    print(json.dumps(_round(m)))
+    print(json.dumps(round_metrics(m)))
     print(f"wrote {out}/eval.json")
     return m
 
@@ -261,10 +107,8 @@ def main(argv: Optional[List[str]] = None):
     "The `switch-sae` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:                      # its flags are its own: see 13_bench
-        from switch_sae.bench import bench_main
         bench_main(argv[1:]); return
     if argv[:1] == ["sweep"]:                      # its flags are its own: see 18_sweep
-        from switch_sae.sweep import sweep_main
         sweep_main(argv[1:]); return
     args = make_parser().parse_args(argv)
     args.argv = argv

@@ -9,7 +9,9 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Optional
 import torch
+import typing
 from fastcore.basics import patch
+from .version import __version__
 
 # %% auto 0
 __all__ = ['ARCHS', 'DTYPES', 'PRESETS', 'SwitchSAEConfig', 'check_types', 'preset']
@@ -65,7 +67,6 @@ def _nearest_multiples(n, m):
 
 def check_types(obj) -> None:
     "Raise `ValueError` naming each dataclass field whose value is not of its annotated type."
-    import typing
     for f in fields(obj):
         v, typ = getattr(obj, f.name), typing.get_type_hints(type(obj))[f.name]
         opt = typing.get_origin(typ) is typing.Union
@@ -191,7 +192,6 @@ def from_dict(cls: SwitchSAEConfig, d: dict) -> SwitchSAEConfig:
 @patch
 def save(self: SwitchSAEConfig, path):
     "Write the config as JSON (with the package version) to `path`."
-    from switch_sae import __version__
     Path(path).write_text(json.dumps({**self.to_dict(), "switch_sae_version": __version__}, indent=2))
 
 @patch(cls_method=True)

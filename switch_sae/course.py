@@ -13,6 +13,8 @@ from .switch import SwitchSAE
 from .router import route as lib_route
 from .losses import lb_loss as lib_lb_loss
 from .train import make_optimizer
+from .geometry import nearest_neighbours
+from . import course_solutions
 
 # %% auto 0
 __all__ = ['SWITCH_MISTAKES', 'STEP_MISTAKES', 'solutions_enabled', 'default_device', 'show_solution', 'check_route',
@@ -32,7 +34,6 @@ def default_device() -> str:
 
 def show_solution(name: str) -> str:
     "Print (and return) the source of the worked solution of the exercise `name`."
-    from switch_sae import course_solutions
     if not hasattr(course_solutions, name):
         raise ValueError(f"no solution called {name!r}; the exercises are {course_solutions.__all__}.")
     src = inspect.getsource(getattr(course_solutions, name))
@@ -140,14 +141,17 @@ def check_topk(topk: Callable, device=None, seed: int = 0):
             hint = " Take the top k along the last dimension (dim=-1)." if isinstance(t, torch.Tensor) and t.shape == (k, M) else ""
             _fail(f"{name} should have shape [batch, k] = [{B}, {k}], got {shape}.{hint}")
     if idx.dtype not in (torch.int64, torch.int32): _fail(f"indices should be integer latent ids, got dtype {idx.dtype}.")
-    if (vals < 0).any(): _fail("your TopK kept negative values: apply ReLU (values.relu()), so that a latent with a negative pre-activation does not fire.")
+    if (vals < 0).any():
+        _fail("your TopK kept negative values: apply ReLU (values.relu()), so that a latent with a negative pre-activation "
+              "does not fire.")
     v, i = pre.topk(k, dim=-1)
     ref = _dense(v.relu(), i, M)
     mine = _dense(vals.to(pre.dtype), idx.long(), M)
     if not _close(mine, ref):
         va, ia = pre.abs().topk(k, dim=-1); vs, is_ = pre.topk(k, dim=-1, largest=False)
         wrong = _first_match(mine, {
-            "you kept the k largest |values|: TopK keeps the k largest values (pre.topk(k, dim=-1)), then ReLU.": _dense(pre.gather(1, ia).relu(), ia, M),
+            "you kept the k largest |values|: TopK keeps the k largest values (pre.topk(k, dim=-1)), then ReLU.":
+                _dense(pre.gather(1, ia).relu(), ia, M),
             "you kept the k smallest values: use largest=True (the default of torch.topk).": _dense(vs.relu(), is_, M)})
         if wrong: _fail(wrong)
         if not _close(vals.to(pre.dtype), pre.gather(1, idx.long()).relu()):
@@ -171,7 +175,7 @@ def _switch_params(dev, seed, B=24, d=6, E=4, M=8):
 def _switch_variant(x, W_enc, W_dec, b_dec, W_router, b_router, k, gate=True, within=True, add_bdec=True,
                     sub_bdec=True, offset=True, relu=True):
     "The Switch forward pass, or one of its usual mistakes (a flag set to False)."
-    E, (N, d) = W_router.shape[0], W_enc.shape
+    E, N = W_router.shape[0], W_enc.shape[0]
     M = N // E
     probs = F.softmax((x - b_router) @ W_router.T, -1)
     p, expert = probs.max(-1)
@@ -249,7 +253,8 @@ def check_lb_loss(lb_loss: Callable, device=None, seed: int = 0):
         f = torch.bincount(expert, minlength=E).float() / B
         P = probs.detach().mean(0)
         wrong = _first_match(got.detach().reshape(()), {
-            "f_i is the fraction of tokens routed to expert i (count the chosen experts), not the mean probability: you used P_i twice.": E * (P * P).sum(),
+            "f_i is the fraction of tokens routed to expert i (count the chosen experts), not the mean probability: "
+            "you used P_i twice.": E * (P * P).sum(),
             "you are missing the factor E (n_experts): L = E * sum_i f_i P_i.": (f * P).sum(),
             "sum over the experts instead of averaging: L = E * sum_i f_i P_i.": (f * P).mean(),
             f"f_i should be a fraction of the batch (counts / {B}), not a count.": E * (f * B * P).sum(),
@@ -291,7 +296,7 @@ STEP_MISTAKES = {
           "(without the load-balancing term the router collapses onto a few experts).",
     "parallel": "remove from each decoder row's gradient its component along the row, after clipping and before opt.step(): "
                 "G -= (G * W).sum(-1, keepdim=True) * W (sae.remove_gradient_parallel_to_decoder_directions()).",
-    "clip": f"clip the gradient norm before the update: torch.nn.utils.clip_grad_norm_(sae.parameters(), sae.cfg.grad_clip).",
+    "clip": "clip the gradient norm before the update: torch.nn.utils.clip_grad_norm_(sae.parameters(), sae.cfg.grad_clip).",
     "normalize": "renormalise the decoder rows to unit norm at the start of the step (sae.set_decoder_norm_to_unit_norm()).",
     "normalize_at_end": "renormalise the decoder rows at the start of the step, before the forward pass, not after the update.",
     "clip_after_parallel": "clip the gradient norm first, then remove the parallel components (the reference order).",
@@ -371,7 +376,6 @@ def check_nearest_other_expert(nearest_other_expert: Callable, inspector, latent
     "Check a learner's `nearest_other_expert(W_dec, n_experts, latent, n) -> [(latent, cosine), ...]`."
     W, E, M = inspector.sae.W_dec.detach().cpu(), inspector.E, inspector.M
     if latents is None:   # the most duplicated latent, and the one with the closest partner inside its own expert
-        from switch_sae.geometry import nearest_neighbours
         nb = nearest_neighbours(W, E)
         latents = (int(nb.across_cos.argmax()), int((nb.within_cos - nb.across_cos).argmax()), 1)
     for j in latents:

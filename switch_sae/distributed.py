@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_distributed.ipynb 3
 from __future__ import annotations
-import dataclasses, datetime, itertools, json, math, os, shutil, socket, sys, time, traceback
+import dataclasses, datetime, itertools, json, math, os, shutil, socket, time, traceback
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,14 +17,19 @@ from .config import SwitchSAEConfig
 from .topk import EncoderOutput, geometric_median, scale_for
 from .router import route, group_by_expert
 from .switch import SwitchSAE, RoutedEncoder, expert_topk
-from .checkpoint import CheckpointError, atomic_write_text, save_tensors, load_tensors, _load_state
-from .train import Trainer, checkpoints, _optimizer_tensors
+from .version import __version__
+from .args import given_args
+from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
+from .shards import SHARD_INDEX, shard_name, read_rows, trainer_tensors
+from .checkpoint import load_state, load_sharded_sae
+from .train import (Trainer, checkpoints, optimizer_tensors, check_resumable, restore_trainer_state, train,
+                              prepare_out_dir, NonFiniteError)
 from .activations import ActivationConfig, ActivationStore, cache_activations
+from .sources import make_source, finish_run, round_metrics, check_resume_source
 
 # %% auto 0
-__all__ = ['SHARD_INDEX', 'GATHER_INIT_MAX', 'ExpertGroup', 'Exchange', 'GlobalValue', 'check_expert_split', 'EPOutput',
-           'ExpertParallelSwitchSAE', 'shard_name', 'read_index', 'read_rows', 'load_sharded_sae',
-           'ExpertParallelTrainer', 'save_sharded_checkpoint', 'trainer_tensors', 'load_sharded_checkpoint',
+__all__ = ['GATHER_INIT_MAX', 'ExpertGroup', 'Exchange', 'GlobalValue', 'check_expert_split', 'EPOutput',
+           'ExpertParallelSwitchSAE', 'ExpertParallelTrainer', 'save_sharded_checkpoint', 'load_sharded_checkpoint',
            'latest_sharded_checkpoint', 'shard_batches', 'RankActivationStore', 'rank_lm_batches', 'free_port',
            'run_local', 'init_from_env', 'run_train_expert_parallel', 'train_single', 'train_expert_parallel']
 
@@ -103,8 +108,6 @@ class GlobalValue(torch.autograd.Function):
     def backward(ctx, g): return g, None
 
 # %% ../nbs/16_distributed.ipynb
-SHARD_INDEX = "shards.json"
-
 def check_expert_split(cfg: SwitchSAEConfig, world_size: int):
     "Refuse configs the expert-parallel model cannot shard over `world_size` ranks, naming the fix."
     if cfg.arch != "switch":
@@ -280,12 +283,8 @@ ExpertParallelSwitchSAE.sync_grads_ = _ep_sync_grads_
 ExpertParallelSwitchSAE.clip_grad_norm_ = _ep_clip_grad_norm_
 
 # %% ../nbs/16_distributed.ipynb
-def shard_name(kind: str, rank: int, world_size: int) -> str:
-    return f"{kind}-{rank:05d}-of-{world_size:05d}.safetensors"
-
 def _ep_save_pretrained(self: ExpertParallelSwitchSAE, path):
     "Collective: every rank writes its shard into the folder `path`; rank 0 writes the replicated part and the index."
-    from switch_sae import __version__
     path, eg = Path(path), self.ep
     path.mkdir(parents=True, exist_ok=True)
     save_tensors({"W_enc": self.W_enc, "W_dec": self.W_dec}, path / shard_name("model", eg.rank, eg.world_size),
@@ -308,59 +307,6 @@ def _ep_save_pretrained(self: ExpertParallelSwitchSAE, path):
 ExpertParallelSwitchSAE.save_pretrained = _ep_save_pretrained
 
 # %% ../nbs/16_distributed.ipynb
-def read_index(path) -> dict:
-    "The shard index of a sharded folder; a one-process folder reads as one shard covering every latent."
-    path = Path(path)
-    if not (path / SHARD_INDEX).exists():
-        cfg = SwitchSAEConfig.load(path / "cfg.json")
-        return dict(world_size=1, n_latents=cfg.n_latents, single=True,
-                    shards=[dict(file="model.safetensors", latents=[0, cfg.n_latents])])
-    try: return json.loads((path / SHARD_INDEX).read_text())
-    except (OSError, json.JSONDecodeError) as e: raise CheckpointError(f"{path / SHARD_INDEX} is unreadable or corrupt ({e}).") from e
-
-_ROW_SHARDED = ("W_enc", "W_dec", "opt.0.", "opt.1.", "tokens_since_fired")
-
-def read_rows(path, lo: int, hi: int, kind: str = "model") -> Dict[str, torch.Tensor]:
-    """Tensors of the `kind` files ('model' or 'trainer') of the folder `path` for latents `[lo, hi)`: row-sharded
-    tensors sliced from every shard that overlaps, the others (replicated, scalars) from the first one."""
-    path = Path(path)
-    ix = read_index(path)
-    parts: Dict[str, list] = defaultdict(list); other: Dict[str, torch.Tensor] = {}
-    single = ix.get("single", False)
-    for r, s in enumerate(ix["shards"]):
-        slo, shi = s["latents"]
-        a, b = max(lo, slo), min(hi, shi)
-        if a >= b: continue
-        f = s["file"] if kind == "model" else ("trainer.safetensors" if single else shard_name("trainer", r, ix["world_size"]))
-        for k, v in load_tensors(path / f).items():
-            if k.startswith(_ROW_SHARDED) and v.ndim >= 1:
-                if v.shape[0] != shi - slo:
-                    raise CheckpointError(f"{path / f}: {k} has {v.shape[0]} rows, its index says latents {slo}:{shi}.")
-                parts[k].append(v[a - slo:b - slo])
-            else: other.setdefault(k, v)
-    got = {k: torch.cat(v) for k, v in parts.items()}
-    for k, v in got.items():
-        if v.shape[0] != hi - lo: raise CheckpointError(f"{path}: the shards cover {v.shape[0]} of the latents {lo}:{hi} for {k}.")
-    if not single:
-        rep = "replicated.safetensors" if kind == "model" else "trainer-replicated.safetensors"
-        if (path / rep).exists() or kind == "model": other.update(load_tensors(path / rep))
-    return {**other, **got}
-
-def load_sharded_sae(path, device=None, cls=None):
-    "Merge the shards of a folder written by `ExpertParallelSwitchSAE.save_pretrained` into one `SwitchSAE`."
-    path = Path(path)
-    try: cfg = SwitchSAEConfig.load(path / "cfg.json")
-    except FileNotFoundError as e: raise CheckpointError(f"{path} holds {SHARD_INDEX} but no cfg.json.") from e
-    except (ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'} is not a valid config: {e}") from e
-    if cls is not None and not issubclass(SwitchSAE, cls):
-        raise CheckpointError(f"{path} holds a sharded 'switch' SAE, not a {cls.__name__}; load it with "
-                              f"SwitchSAE.from_pretrained or switch_sae.load_sae.")
-    if device is not None: cfg.device = str(device)
-    sae = SwitchSAE(cfg)
-    _load_state(sae, read_rows(path, 0, cfg.n_latents), str(path))
-    return sae
-
-# %% ../nbs/16_distributed.ipynb
 @torch.no_grad()
 def _ep_to_single(self: ExpertParallelSwitchSAE) -> SwitchSAE:
     "Collective: the whole model as one `SwitchSAE` on every rank (all-gathers the shards; for small models and tests)."
@@ -374,7 +320,7 @@ def _ep_to_single(self: ExpertParallelSwitchSAE) -> SwitchSAE:
 def _ep_load_rows_(self: ExpertParallelSwitchSAE, path):
     "Load this rank's rows (and the replicated parameters) from the folder `path`, written at any world size."
     sd = read_rows(path, self.latent_lo, self.latent_hi)
-    _load_state(self, sd, str(path))
+    load_state(self, sd, str(path))
     return self
 
 ExpertParallelSwitchSAE.to_single, ExpertParallelSwitchSAE.load_rows_ = _ep_to_single, _ep_load_rows_
@@ -431,7 +377,7 @@ def save_sharded_checkpoint(tr: ExpertParallelTrainer, out, keep: int = 2, strea
         tmp.mkdir()
     eg.barrier()
     tr.model.save_pretrained(tmp)
-    opt = {f"opt.{k}": v for k, v in _optimizer_tensors(tr.opt).items()}
+    opt = {f"opt.{k}": v for k, v in optimizer_tensors(tr.opt).items()}
     mine = {k: v for k, v in opt.items() if k.startswith(("opt.0.", "opt.1."))}
     save_tensors({**mine, "tokens_since_fired": tr.tokens_since_fired, "rng_cpu": torch.get_rng_state()},
                  tmp / shard_name("trainer", eg.rank, eg.world_size))
@@ -448,13 +394,8 @@ def save_sharded_checkpoint(tr: ExpertParallelTrainer, out, keep: int = 2, strea
     eg.barrier()
     return final
 
-def trainer_tensors(path, lo: int, hi: int) -> Dict[str, torch.Tensor]:
-    "The trainer state of the folder `path` (sharded or not) for latents `[lo, hi)`, in the single-process names."
-    return read_rows(path, lo, hi, kind="trainer")
-
 def load_sharded_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None, group=None) -> ExpertParallelTrainer:
     "Collective: an `ExpertParallelTrainer` at the state of the checkpoint folder `path`, written at any world size."
-    from switch_sae.train import check_resumable, restore_trainer_state
     path = Path(path)
     try: saved = SwitchSAEConfig.load(path / "cfg.json")
     except (FileNotFoundError, ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'}: {e}") from e
@@ -575,8 +516,6 @@ def _share(eg: ExpertGroup, obj):
 
 def run_train_expert_parallel(args, eg: Optional[ExpertGroup] = None) -> Optional[dict]:
     "`switch-sae train` on every rank of a `torchrun` launch; rank 0 evaluates and writes the report (returns its metrics)."
-    from switch_sae.cli import make_source, given_args, finish_run, _round, check_resume_source
-    from switch_sae.train import train, prepare_out_dir, NonFiniteError
     own = eg is None and not dist.is_initialized()
     eg = eg or init_from_env() or ExpertGroup()
     try:
@@ -626,7 +565,7 @@ def run_train_expert_parallel(args, eg: Optional[ExpertGroup] = None) -> Optiona
                                    seconds=tr.seconds, history=tr.history)
             m = finish_run(out, view, src, cfg, f"torchrun --nproc-per-node {eg.world_size} -m switch_sae.cli "
                            + " ".join(args.argv))
-            print(json.dumps(_round(m)))
+            print(json.dumps(round_metrics(m)))
             print(f"wrote {out}/report.md")
         eg.barrier()
         return m

@@ -4,7 +4,6 @@
 
 # %% ../nbs/08_evaluate.ipynb 3
 from __future__ import annotations
-import math
 from typing import Dict, Iterable
 import torch
 from .topk import SAEBase

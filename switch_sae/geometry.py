@@ -5,7 +5,7 @@
 # %% ../nbs/15_geometry.ipynb 5
 from __future__ import annotations
 import math
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple
 import torch
 
 # %% auto 0

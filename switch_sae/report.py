@@ -4,11 +4,8 @@
 
 # %% ../nbs/09_report.ipynb 3
 from __future__ import annotations
-import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
-import matplotlib
-import matplotlib.pyplot as plt
+from typing import Dict, List, Sequence
 
 # %% auto 0
 __all__ = ['plot_training', 'plot_expert_load', 'plot_lm_eval', 'write_report']
@@ -30,7 +27,8 @@ def plot_training(history: List[dict], path=None):
     fig = Figure(figsize=(10, 3.4)); axs = fig.subplots(1, 3)
     axs[0].plot(steps, _smooth([h["l2"] for h in history], w)); axs[0].set(title="reconstruction L2", xlabel="step", yscale="log")
     axs[1].plot(steps, _smooth([h["lb"] for h in history], w)); axs[1].set(title="load-balancing loss (min 1)", xlabel="step")
-    axs[2].plot(steps, _smooth([h["fve"] for h in history], w)); axs[2].set(title="FVE (training batch)", xlabel="step", ylim=(min(0, min(h["fve"] for h in history)), 1))
+    axs[2].plot(steps, _smooth([h["fve"] for h in history], w))
+    axs[2].set(title="FVE (training batch)", xlabel="step", ylim=(min(0, min(h["fve"] for h in history)), 1))
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=110)
     return fig
@@ -53,7 +51,8 @@ def plot_lm_eval(m: Dict, path=None):
     fig = Figure(figsize=(10, 3.2)); a, b = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[2, 1]))
     fv = m.get("expert_fve", [])
     a.bar(range(len(fv)), fv, color="tab:green"); a.axhline(m["fve"], color="k", ls="--", lw=1, label=f"all tokens {m['fve']:.3f}")
-    a.set(title="FVE of the tokens routed to each expert", xlabel="expert", ylim=(min([0] + [v for v in fv if v == v]), 1)); a.legend(loc="lower right")
+    a.set(title="FVE of the tokens routed to each expert", xlabel="expert", ylim=(min([0] + [v for v in fv if v == v]), 1))
+    a.legend(loc="lower right")
     names, vals = ["clean", "SAE", "zero"], [m["ce_clean"], m["ce_sae"], m["ce_zero"]]
     b.bar(names, vals, color=["tab:gray", "tab:blue", "tab:red"])
     b.set(title=f"CE loss recovered {m['ce_loss_recovered']:.3f}", ylabel="cross-entropy (nats/token)")

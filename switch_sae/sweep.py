@@ -4,8 +4,8 @@
 
 # %% ../nbs/18_sweep.ipynb 4
 from __future__ import annotations
-import argparse, csv, dataclasses, io, itertools, json, math, os, platform, sys, time
-from dataclasses import dataclass, asdict
+import argparse, csv, dataclasses, io, itertools, math, os, time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 import torch
@@ -15,7 +15,8 @@ from .activations import (ActivationConfig, ActivationStore, CachedActivations, 
                                     text_stream, token_contexts)
 from .lm_eval import evaluate_lm
 from .geometry import duplicated_features, nearest_neighbours
-from .checkpoint import atomic_write_text
+from .args import add_dataclass_args, given_args
+from .files import atomic_write_text
 
 # %% auto 0
 __all__ = ['DEFAULT_LB_ALPHA', 'GRIDS', 'COLUMNS', 'AUTHORS_LB_RATIO', 'RunSpec', 'flops_per_token', 'run_id', 'best_lr',
@@ -731,7 +732,6 @@ def _fig_names(v, written) -> Dict[str, str]:
 
 # %% ../nbs/18_sweep.ipynb
 def sweep_parser() -> argparse.ArgumentParser:
-    from switch_sae.cli import add_dataclass_args
     p = argparse.ArgumentParser(prog="switch-sae sweep", description="Run the paper's experiments (TopK vs Switch, "
                                 "width- and FLOP-matched, variants, lb_alpha, Heaviside) and draw their figures.")
     p.add_argument("--grid", default="ci", choices=sorted(GRIDS), help="which runs (default: ci)")
@@ -755,7 +755,6 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 def sweep_main(argv: Optional[List[str]] = None) -> Dict[str, str]:
     "`switch-sae sweep`."
-    from switch_sae.cli import given_args
     a = sweep_parser().parse_args(argv)
     try:
         given = {k: v for k, v in given_args(ActivationConfig, a).items() if k not in ("batch_size", "seed", "device", "dtype")}

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .config import SwitchSAEConfig
 from .losses import l2_loss, lb_loss
-from .topk import SAEBase, EncoderOutput, SAEOutput, geometric_median
+from .topk import SAEBase, EncoderOutput, SAEOutput
 from .router import route, group_by_expert, Groups
 from typing import NamedTuple, Optional
 

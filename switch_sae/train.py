@@ -4,24 +4,23 @@
 
 # %% ../nbs/07_train.ipynb 3
 from __future__ import annotations
-import ctypes, gc, json, math, os, shutil, signal, sys, threading, time
-from dataclasses import dataclass, field
+import ctypes, gc, json, os, shutil, signal, sys, threading, time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 import torch
 from tqdm.auto import tqdm
 from .config import SwitchSAEConfig, DTYPES
-from .losses import fve, expert_load
-from .topk import SAEBase, TopKSAE
-from .switch import SwitchSAE
-from .checkpoint import (ARCH_CLASSES, CheckpointError, atomic_write_text, save_tensors, load_tensors,
-                                   load_sae)
+from .losses import fve
+from .topk import SAEBase
+from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
+from .shards import SHARD_INDEX, trainer_tensors
+from .checkpoint import ARCH_CLASSES, load_sae
 
 # %% auto 0
 __all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'keep_freed_memory', 'health_warnings',
-           'NonFiniteError', 'Trainer', 'save_checkpoint', 'drop_stream_state', 'checkpoints', 'check_resumable',
-           'restore_trainer_state', 'load_checkpoint', 'remove_unfinished', 'latest_checkpoint', 'prepare_out_dir',
-           'train', 'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
+           'NonFiniteError', 'Trainer', 'optimizer_tensors', 'save_checkpoint', 'drop_stream_state', 'checkpoints',
+           'check_resumable', 'restore_trainer_state', 'load_checkpoint', 'remove_unfinished', 'latest_checkpoint',
+           'prepare_out_dir', 'train', 'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
 
 # %% ../nbs/07_train.ipynb
 def build_sae(cfg: SwitchSAEConfig) -> SAEBase:
@@ -197,7 +196,8 @@ class Trainer:
                 for w in warns: tqdm.write(f"warning: {w}")
 
 # %% ../nbs/07_train.ipynb
-def _optimizer_tensors(opt) -> Dict[str, torch.Tensor]:
+def optimizer_tensors(opt) -> Dict[str, torch.Tensor]:
+    "The optimizer's state as flat tensors named `<parameter index>.<state>` (as checkpoints store them)."
     sd = opt.state_dict()
     return {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
 
@@ -220,7 +220,7 @@ def save_checkpoint(tr: Trainer, out, keep: int = 2, stream: bool = True) -> Pat
     if tmp.exists(): shutil.rmtree(tmp)
     try:
         tr.model.save_pretrained(tmp)
-        save_tensors({**{f"opt.{k}": v for k, v in _optimizer_tensors(tr.opt).items()},
+        save_tensors({**{f"opt.{k}": v for k, v in optimizer_tensors(tr.opt).items()},
                       "tokens_since_fired": tr.tokens_since_fired,
                       "rng_cpu": torch.get_rng_state()}, tmp / "trainer.safetensors")
         state = dict(step=tr.step, tokens=tr.tokens, sched=tr.sched.state_dict(),
@@ -285,8 +285,7 @@ def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None) -> Trainer:
     check_resumable(path, model.cfg, cfg)
     if cfg is not None: model.cfg = cfg
     tr = Trainer(cfg or model.cfg, model)
-    if (path / "shards.json").exists():   # written by an expert-parallel run (16_distributed): merge the shards
-        from switch_sae.distributed import trainer_tensors
+    if (path / SHARD_INDEX).exists():   # written by an expert-parallel run (16_distributed): merge the shards
         ts = trainer_tensors(path, 0, model.cfg.n_latents)
     else: ts = load_tensors(path / "trainer.safetensors")
     state = restore_trainer_state(tr, path, ts)

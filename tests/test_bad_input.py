@@ -1,10 +1,9 @@
 "Bad input gets a clear error naming the problem and the fix."
-import json, math
-from pathlib import Path
+import json
 import pytest
 import torch
 from switch_sae import SwitchSAEConfig, SwitchSAE, TopKSAE, SyntheticData, load_sae
-from switch_sae.train import Trainer, train, save_checkpoint, latest_checkpoint, NonFiniteError
+from switch_sae.train import train, latest_checkpoint, NonFiniteError
 from switch_sae.checkpoint import CheckpointError
 
 CFG = dict(d_in=16, n_latents=64, n_experts=4, k=4, device="cpu", batch_size=32, steps=10, log_every=5)
@@ -79,7 +78,8 @@ def test_missing_checkpoint(tmp_path):
 
 # Every field of the config, out of range or of the wrong type, is refused with its name in the message.
 BAD_VALUES = dict(d_in=[0, -1, 2.5, "64"], n_latents=[0, None], n_experts=[0, 3.0], k=[0, 10**6], arch=["relu", 1],
-                  heaviside=["yes", 1], shared_expert=["yes", 1], top_e=[0, 1.5, 5], lb_alpha=[-0.1, None, float("inf")], lr=[0.0, -1e-3, float("nan")],
+                  heaviside=["yes", 1], shared_expert=["yes", 1], top_e=[0, 1.5, 5], lb_alpha=[-0.1, None, float("inf")],
+                  lr=[0.0, -1e-3, float("nan")],
                   beta1=[1.0, -0.1], beta2=[1.5], decay_frac=[-0.1, 1.1], grad_clip=[0.0, -1.0], batch_size=[0, 1.5],
                   steps=[0, -10], seed=[1.5, "0"], device=["gpu", "cuda:x", 3], dtype=["float8", None],
                   autocast=["int8", True], compile=["no"], log_every=[0], ckpt_every=[-1], dead_tokens=[0],

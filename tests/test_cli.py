@@ -1,11 +1,11 @@
 "End-to-end runs of the `switch-sae` command line, in subprocesses."
 import json, os
-from pathlib import Path
 import pytest
 import torch
 from switch_sae import load_sae, SwitchSAE
 
-SMALL = ["--data", "synthetic", "--steps", "80", "--log-every", "20", "--ckpt-every", "40", "--no-progress", "--device", "cpu", "--eval-tokens", "4096"]
+SMALL = ["--data", "synthetic", "--steps", "80", "--log-every", "20", "--ckpt-every", "40", "--no-progress", "--device", "cpu",
+         "--eval-tokens", "4096"]
 
 
 def test_train_writes_the_run_folder(cli, tmp_path):

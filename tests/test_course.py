@@ -1,6 +1,5 @@
 """The course's checks pass with the worked solutions, and fail helpfully on a blank exercise and on the usual
 mistakes: each wrong implementation below must be named by the check's message."""
-import os
 import pytest
 import torch
 import torch.nn.functional as F

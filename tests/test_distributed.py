@@ -1,7 +1,6 @@
 """Expert parallelism (nbs/16_distributed.ipynb) on CPU with gloo: 2 and 4 processes train to the same weights as one
 process on the same global batches; sharded checkpoints load at other world sizes; torchrun end to end."""
 import json, os, subprocess, sys
-from pathlib import Path
 import pytest
 import torch
 from switch_sae.config import SwitchSAEConfig

@@ -1,8 +1,7 @@
 """Fault injection: a run killed at any moment, a damaged checkpoint, a full disk. Nothing may be lost.
 
 The counts (kills survived, runs that lost data) are printed in pytest's summary."""
-import json, os, random, resource, signal, shutil, subprocess, sys, time
-from pathlib import Path
+import json, os, random, resource, signal, subprocess, sys, time
 import pytest
 import torch
 from switch_sae import load_sae

@@ -3,7 +3,7 @@ import errno, json
 import pytest
 import torch
 from switch_sae import SwitchSAEConfig, SwitchSAE, SyntheticData, SyntheticConfig
-from switch_sae.train import (Trainer, train, save_checkpoint, checkpoints, latest_checkpoint, BatchTooLargeError,
+from switch_sae.train import (Trainer, train, checkpoints, latest_checkpoint, BatchTooLargeError,
                               fitting_batch_size, _postfix)
 
 SYN = SyntheticConfig(d_in=32, n_clusters=4, features_per_cluster=8, n_active=2)

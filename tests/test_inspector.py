@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("ipywidgets", reason="the routing inspector needs ipywidgets (pip install -e '.[dev]')")
 from switch_sae.inspector import (Inspector, RoutingInspector, DEMO_TEXTS, demo_dir, demo_sae, sample_contexts,
-                                  run_data, encode_tokens, byte_label, html_tokens, expert_colors)
+                                  run_data, byte_label, html_tokens, expert_colors)
 from switch_sae.activations import load_lm, lm_activations
 
 HOOK = "blocks.1.hook_resid_pre"
@@ -107,7 +107,7 @@ def test_callbacks_update_the_widgets(ui, ins):
     ui.select_expert((e + 1) % ins.E)
     assert ui.load_img.value != img and ui.sim_img.value[:4] == b"\x89PNG"
     t = ui.select_token(3)
-    assert ui.token_slider.value == 3 and f"token 3 " in ui.token_html.value and t["position"] == 3
+    assert ui.token_slider.value == 3 and "token 3 " in ui.token_html.value and t["position"] == 3
     l = ui.select_latent(ins.N - 1)
     assert l["expert"] == ins.E - 1 and ui.latent_box.value == ins.N - 1 == ui.latent_pick.value
     assert ui.latent_pick.options[-1] == (f"latent {ins.N - 1} (expert {ins.E - 1})", ins.N - 1)

@@ -4,7 +4,7 @@ import json, math, subprocess, sys
 import pytest
 import torch
 from switch_sae.config import SwitchSAEConfig
-from switch_sae.switch import SwitchSAE, SwitchReference, check_against_reference, expert_topk, _grads
+from switch_sae.switch import SwitchSAE, SwitchReference, check_against_reference, _grads
 from switch_sae.router import route, group_by_expert
 from switch_sae.train import Trainer, keep_freed_memory
 from switch_sae.data import SyntheticData

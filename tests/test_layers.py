@@ -1,0 +1,120 @@
+"""The library's modules import only downward: no cycle, nothing imports the CLI, no layer leans on a higher one.
+
+Every module of `switch_sae/` is parsed with `ast`; its imports (function-level ones too) give the edges of a graph
+over the package's modules. A module missing from `LAYERS` fails the test: place a new module in its layer here.
+"""
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "switch_sae"
+
+# Lowest first. A module may import modules of its own layer (without a cycle) and of the layers below it.
+LAYERS = {
+    "core": ["version", "config", "args", "data", "losses", "router", "topk", "switch", "files", "shards", "checkpoint",
+             "train"],
+    # tiny_lm is the language model `activations` loads by name; report draws the evaluation a run ends with
+    "data": ["tiny_lm", "activations", "evaluate", "report", "lm_eval", "sources"],
+    "scale": ["distributed"],
+    "tools": ["geometry", "inspector", "bench", "scaling", "sweep", "course_solutions", "course"],
+    "api": ["__init__"],          # the package root: `import switch_sae` gives the public names, nothing imports it
+    "cli": ["cli"],               # the command line, on top of everything, imported by nothing
+}
+LEVEL = {m: i for i, names in enumerate(LAYERS.values()) for m in names}
+LAYER_OF = {m: layer for layer, names in LAYERS.items() for m in names}
+GENERATED = {"_modidx"}           # nbdev's index of names, imports nothing
+
+
+def modules() -> list:
+    return sorted(p.stem for p in PKG.glob("*.py") if p.stem not in GENERATED)
+
+
+def imported(name: str) -> set:
+    "The package modules that module `name` imports, anywhere in its source (function-level imports too)."
+    return imports_in((PKG / f"{name}.py").read_text(), name, set(modules()))
+
+
+def imports_in(src: str, name: str, mods: set) -> set:
+    "The modules of `mods` (or `__init__`, the package root) that the source `src` of module `name` imports."
+    tree, found = ast.parse(src, filename=f"{name}.py"), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "switch_sae": found.add(parts[1] if len(parts) > 1 else "__init__")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level > 1: continue                  # nothing above the package
+            if node.level == 1: parts = (node.module or "").split(".") if node.module else []
+            elif (node.module or "").split(".")[0] == "switch_sae": parts = node.module.split(".")[1:]
+            else: continue
+            if parts: found.add(parts[0])
+            else:   # `from . import x` / `from switch_sae import x`: x is a module, or a name of the package root
+                found |= {a.name if a.name in mods else "__init__" for a in node.names}
+    found.discard(name)
+    return found
+
+
+def graph() -> dict:
+    return {m: imported(m) for m in modules()}
+
+
+def find_cycle(g: dict):
+    "One cycle of `g` as a list of modules (first repeated at the end), or None."
+    state, stack = {}, []
+    def visit(m):
+        state[m] = "open"; stack.append(m)
+        for n in sorted(g.get(m, ())):
+            if state.get(n) == "open": return stack[stack.index(n):] + [n]
+            if n not in state:
+                c = visit(n)
+                if c: return c
+        state[m] = "done"; stack.pop()
+        return None
+    for m in sorted(g):
+        if m not in state:
+            c = visit(m)
+            if c: return c
+    return None
+
+
+def test_every_module_has_a_layer():
+    missing = [m for m in modules() if m not in LEVEL]
+    assert not missing, f"modules without a layer in tests/test_layers.py LAYERS: {missing}"
+
+
+def test_no_import_cycle():
+    cycle = find_cycle(graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_nothing_imports_the_cli():
+    bad = [f"{m} -> cli" for m, deps in graph().items() if "cli" in deps]
+    assert not bad, "library modules import the CLI: " + ", ".join(bad)
+
+
+def test_imports_only_downward():
+    bad = [f"{m} ({LAYER_OF[m]}) -> {n} ({LAYER_OF[n]})" for m, deps in sorted(graph().items()) for n in sorted(deps)
+           if m in LEVEL and n in LEVEL and LEVEL[n] > LEVEL[m]]
+    assert not bad, "imports from a lower layer to a higher one: " + "; ".join(bad)
+
+
+def test_package_modules_imported_at_the_top():
+    "Function-level imports are for optional dependencies only: a module of the package is imported at the top."
+    bad = []
+    for m in modules():
+        tree = ast.parse((PKG / f"{m}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = "\n".join(ast.unparse(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom)))
+                found = imports_in(inner, m, set(modules())) if inner else set()
+                bad += [f"{m}.{node.name} imports {n}" for n in sorted(found)]
+    assert not bad, "imports of package modules inside functions (move them to the top): " + "; ".join(sorted(set(bad)))
+
+
+def test_the_checker_sees_what_it_should():
+    "The parser finds function-level and package-root imports, and the cycle finder finds a cycle."
+    src = ("import torch\nfrom . import tiny_lm\nfrom .config import SwitchSAEConfig\nclass A:\n    def f(self):\n"
+           "        from switch_sae import __version__\n        import switch_sae.train\n"
+           "        from switch_sae.cli import main\n")
+    assert imports_in(src, "x", {"tiny_lm", "config", "train", "cli"}) == {"tiny_lm", "config", "__init__", "train", "cli"}
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
