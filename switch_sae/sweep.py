@@ -496,7 +496,7 @@ def lb_verdicts(rows: List[dict]) -> Dict[str, str]:
            f"; the library's default lb_alpha = {d:g} is not in this CSV") + ".")}
     if near:
         lo, hi = min(r["lb_alpha"] for r in near), max(r["lb_alpha"] for r in near)
-        v["lb_range"] = (f"Insensitivity: the paper finds results insensitive to lb_alpha over a wide range and collapse at 0; here "
+        v["lb_range"] = ("Insensitivity: the paper finds results insensitive to lb_alpha over a wide range and collapse at 0; here "
                          + (f"MSE within 10% of the best with max expert load x E <= 1.5 holds for lb_alpha {lo:g} to {hi:g} "
                             f"({math.log10(hi / lo):.1f} decades)" if hi > lo else
                             f"only lb_alpha = {lo:g} keeps MSE within 10% of the best with max load x E <= 1.5")
@@ -619,7 +619,8 @@ def plot_repro(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
         groups = [("TopK", line(dense[0]), "k*-")] + [(_label(m, Nd), line(m), s) for m, s in zip([m for m in tuned if match(m)], styles)]
         fig = Figure(figsize=(10, 4.8)); a, b = fig.subplots(1, 2)
         _ax_lines(a, groups, "l0", "mse", "MSE vs L0", ylog=True); _ax_lines(b, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
-        a.legend(fontsize=7); fig.suptitle(("FLOP-matched" if key == "flop" else "Width-matched") + f" (dense N = {Nd:.0f}), best learning rates", fontsize=10)
+        a.legend(fontsize=7)
+        fig.suptitle(("FLOP-matched" if key == "flop" else "Width-matched") + f" (dense N = {Nd:.0f}), best learning rates", fontsize=10)
         fig.subplots_adjust(bottom=0.36, wspace=0.3); _caption(fig, v[key]); fig.savefig(out / name, dpi=110); written.append(name)
     if "lr" in v:
         fig = Figure(figsize=(8, 5.2)); a = fig.subplots()
