@@ -22,7 +22,7 @@ __all__ = ['REFERENCE_KEYS', 'SAELENS_VERSION', 'read_reference_config', 'load_r
            'run_import', 'interop_parser', 'interop_main']
 
 # %% ../nbs/21_interop.ipynb
-REFERENCE_KEYS = dict(d_in=("activation_dim", "d_in", "d_submodule"), n_latents=("dict_size", "n_latents", "d_sae"),
+REFERENCE_KEYS = dict(d_in=("activation_dim", "d_in"), n_latents=("dict_size", "n_latents", "d_sae"),
                       k=("k",), n_experts=("experts", "n_experts", "num_experts"))
 
 def _pick(section: dict, names, where: str, field: str):
@@ -212,6 +212,7 @@ class SAEBenchConfig(NamedTuple):
     dtype: str = "float32"
     device: str = "cpu"
     architecture: str = "switch"
+    architecture_str: str = "switch"
     hook_head_index: Optional[int] = None
     apply_b_dec_to_input: bool = True
     normalize_activations: str = "none"

@@ -126,9 +126,10 @@ class SwitchSAELens(SAE[SwitchSAELensConfig]):
 def register() -> None:
     "Register the `switch` architecture with SAELens (`SAE.load_from_disk` then loads Switch SAE folders)."
     have = SAE_CLASS_REGISTRY.get("switch")
-    if have is not None and have[0].__module__ != __name__:
-        raise ValueError(f"SAELens already has a 'switch' architecture from {have[0].__module__}; cannot register ours.")
-    SAE_CLASS_REGISTRY.pop("switch", None)                     # ours from an earlier import (a re-run notebook cell)
+    if have is not None and have[0].__qualname__ != SwitchSAELens.__qualname__:
+        raise ValueError(f"SAELens already has a 'switch' architecture ({have[0].__module__}.{have[0].__qualname__}); "
+                         f"cannot register ours.")
+    SAE_CLASS_REGISTRY.pop("switch", None)                     # ours from an earlier import (or a re-run notebook cell)
     register_sae_class("switch", SwitchSAELens, SwitchSAELensConfig)
 
 register()
