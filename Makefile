@@ -1,6 +1,7 @@
 # One command to set up and run the main job, one to set up and run the tests.
 #   make run    trains a Switch SAE and writes its report to runs/<timestamp>/
-#   make test   checks the notebooks export to the library unchanged, runs every notebook, runs pytest
+#   make test   checks the notebooks export to the library unchanged, runs the SAELens/SAEBench interop tests in their
+#               own environment (.venv-saelens, built on first use), runs every notebook, runs pytest
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -37,7 +38,7 @@ $(SAELENS_VENV)/.installed: settings.ini setup.py
 
 # The interop tests and the SAELens notebook's flagged cells, in that environment (a few minutes, see tests_interop/)
 test-interop: interop-env
-	cd tests_interop && OMP_NUM_THREADS=1 ../$(SAELENS_PY) -m pytest -q .
+	OMP_NUM_THREADS=1 $(SAELENS_PY) -m pytest -q tests_interop
 	OMP_NUM_THREADS=1 $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens
 
 run: setup
@@ -50,9 +51,9 @@ export-check: setup
 	  git status --porcelain switch_sae; git diff --stat switch_sae; exit 1; fi
 	@echo "nbdev_export: switch_sae/ is in step with nbs/"
 
-test: export-check
+test: export-check test-interop
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/pytest -q tests
 
 clean:
-	rm -rf $(VENV) runs _proc _docs
+	rm -rf $(VENV) $(SAELENS_VENV) runs _proc _docs
