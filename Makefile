@@ -1,6 +1,7 @@
 # One command to set up and run the main job, one to set up and run the tests.
 #   make run    trains a Switch SAE and writes its report to runs/<timestamp>/
-#   make test   checks the notebooks export to the library unchanged, lints it, runs every notebook, runs pytest
+#   make test   checks the notebooks export to the library unchanged, lints it, runs the SAELens/SAEBench interop tests
+#               in their own environment (.venv-saelens, built on first use), runs every notebook, runs pytest
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test export-check lint clean
+.PHONY: setup run test export-check lint interop-env test-interop clean
 setup: $(VENV)/.installed
 
 # torch is pinned first: a bare "torch" requirement on a machine without it pulls a multi-GB CUDA build.
@@ -18,6 +19,27 @@ $(VENV)/.installed: settings.ini setup.py
 	$(PY) -m pip show torch >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
+
+# The SAELens / SAEBench environment (transformer-lens 3.x, numpy<2, datasets<4: they cannot share the one above),
+# built once and reused while settings.ini and setup.py are unchanged. SAEBench requires torchvision: PyPI's newest
+# pulls a multi-GB CUDA torch, and PyPI's torchvision (built for the CUDA torch) beside the CPU torch breaks
+# `import transformers`. The constraints keep the CPU torch; nothing here uses torchvision, so it is removed after.
+SAELENS_VENV ?= .venv-saelens
+SAELENS_PY := $(SAELENS_VENV)/bin/python
+interop-env: $(SAELENS_VENV)/.installed
+$(SAELENS_VENV)/.installed: settings.ini setup.py
+	test -x $(SAELENS_PY) || python3 -m venv $(SAELENS_VENV)
+	$(SAELENS_PY) -m pip install -q --upgrade pip
+	printf 'torch==2.13.0\ntorchvision==0.28.0\n' > $(SAELENS_VENV)/constraints.txt
+	$(SAELENS_PY) -m pip install -q -c $(SAELENS_VENV)/constraints.txt torch==2.13.0
+	$(SAELENS_PY) -m pip install -q -c $(SAELENS_VENV)/constraints.txt -e ".[saebench]" "nbdev>=2.4,<3" "execnb<0.2" pytest
+	$(SAELENS_PY) -m pip uninstall -q -y torchvision
+	touch $@
+
+# The interop tests and the SAELens notebook's flagged cells, in that environment (a few minutes, see tests_interop/)
+test-interop: interop-env
+	OMP_NUM_THREADS=1 $(SAELENS_PY) -m pytest -q tests_interop
+	OMP_NUM_THREADS=1 $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens
 
 run: setup
 	$(BIN)/switch-sae train $(ARGS)
@@ -33,9 +55,9 @@ export-check: setup
 lint: setup
 	$(BIN)/ruff check switch_sae tests
 
-test: export-check lint
+test: export-check lint test-interop
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	$(BIN)/pytest -q tests
 
 clean:
-	rm -rf $(VENV) runs _proc _docs
+	rm -rf $(VENV) $(SAELENS_VENV) runs _proc _docs

@@ -36,3 +36,10 @@ __all__ = ["SwitchSAEConfig", "SyntheticConfig", "SyntheticData", "feature_recov
            "route_slots", "sweep", "sweep_main", "plot_sweep", "sweep_verdicts", "RunSpec", "grid_runs", "GRIDS",
            "ExpertParallelSwitchSAE", "ExpertParallelTrainer", "ExpertGroup", "load_sharded_sae", "run_local",
            "memory_per_rank", "comm_per_step"]
+
+# %% ../nbs/99_api.ipynb
+# Interop (21_interop): the authors' checkpoints, SAELens folders, SAEBench. Where sae_lens is installed,
+# `register_saelens` teaches SAELens the 'switch' architecture (22_saelens); without it, nothing more is imported.
+from .interop import register_saelens, load_reference, save_reference, save_saelens, SAEBenchSwitch
+__all__ += ["load_reference", "save_reference", "save_saelens", "SAEBenchSwitch"]
+register_saelens()

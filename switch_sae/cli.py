@@ -97,6 +97,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "(switch-sae bench --help)")
     sub.add_parser("sweep", add_help=False, help="the paper's experiments (TopK vs Switch, variants, lb_alpha, Heaviside): "
                    "one CSV row per run, figures and verdicts (switch-sae sweep --help)")
+    sub.add_parser("export", add_help=False, help="write a trained SAE for SAELens (--format saelens) or in the "
+                   "authors' layout (--format reference) (switch-sae export --help)")
+    sub.add_parser("import", add_help=False, help="read the authors' ae.pt and config.json (switch-sae import --help)")
     e = sub.add_parser("eval", help="evaluate a trained run folder again; writes DIR/eval.json")
     e.add_argument("dir", help="run folder written by switch-sae train")
     e.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default: as in training)")
@@ -110,6 +113,9 @@ def main(argv: Optional[List[str]] = None):
         bench_main(argv[1:]); return
     if argv[:1] == ["sweep"]:                      # its flags are its own: see 18_sweep
         sweep_main(argv[1:]); return
+    if argv[:1] in (["export"], ["import"]):       # to and from SAELens and the authors' format: see 21_interop
+        from switch_sae.interop import interop_main
+        interop_main(argv); return
     args = make_parser().parse_args(argv)
     args.argv = argv
     try:
