@@ -96,6 +96,7 @@ def test_core_eval_in_the_tiny_lm(saes, ours):
     try: scalars, _ = run_evals(saes["adapter"], TinyLMTokens(contexts), model, cfg)
     finally:
         with torch.no_grad(): ours.act_scale.fill_(0.3)
+    print(json.dumps(scalars, indent=1))
     assert scalars["sparsity"]["l0"] <= 16 + 1e-6
     assert 0.5 < scalars["reconstruction_quality"]["explained_variance"] <= 1
     assert 0.5 < scalars["model_performance_preservation"]["ce_loss_score"] <= 1.01
