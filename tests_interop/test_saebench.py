@@ -1,7 +1,7 @@
 """SAEBench's custom-SAE contract, checked by SAEBench's own code, on the adapter (`SAEBenchSwitch`, no SAELens
 needed) and on the SAELens class. Offline, SAEBench can run what needs no model or dataset from the hub: its
 interface checks, its weight-based core metrics, and the decoder-only meta-structure eval (a meta-SAE fit on W_dec)."""
-import math
+import json, math
 import pytest
 import torch
 
@@ -69,3 +69,34 @@ def test_decoder_only_meta_structure_eval(saes, which):
     m = out.eval_result_metrics.meta_structure
     assert math.isfinite(m.decoder_fraction_variance_explained) and m.decoder_fraction_variance_explained <= 1
     assert math.isfinite(m.final_reconstruction_mse) and m.final_reconstruction_mse >= 0
+
+
+class TinyLMTokens:
+    "What SAEBench's core eval reads from SAELens's ActivationsStore: batches of token contexts (here the tiny LM's)."
+    store_batch_size_prompts = 4
+    def __init__(self, contexts): self.contexts, self.context_size, self.i = contexts, contexts.shape[1], 0
+    def get_batch_tokens(self, n):
+        out = self.contexts[self.i:self.i + n]; self.i += n
+        return out
+    def reset_input_dataset(self): self.i = 0
+
+
+def test_core_eval_in_the_tiny_lm(saes, ours):
+    "SAEBench's core eval (reconstruction, KL and CE with the SAE spliced in, sparsity) on held-out text, offline."
+    from sae_bench.evals.core.eval_config import CoreEvalConfig
+    from sae_bench.evals.core.main import run_evals
+    from switch_sae import tiny_lm
+    model = tiny_lm.load(api="hooked")
+    contexts = tiny_lm.contexts(tiny_lm.corpus_tokens("heldout"), 64)[:16]
+    cfg = CoreEvalConfig(batch_size_prompts=4, n_eval_reconstruction_batches=2, n_eval_sparsity_variance_batches=2,
+                         compute_kl=True, compute_ce_loss=True, compute_l2_norms=True, compute_sparsity_metrics=True,
+                         compute_variance_metrics=True, compute_featurewise_density_statistics=False,
+                         compute_featurewise_weight_based_metrics=False)
+    with torch.no_grad(): ours.act_scale.fill_(1.0)             # the demo SAE's own scale, for meaningful figures
+    try: scalars, _ = run_evals(saes["adapter"], TinyLMTokens(contexts), model, cfg)
+    finally:
+        with torch.no_grad(): ours.act_scale.fill_(0.3)
+    print(json.dumps(scalars, indent=1))
+    assert scalars["sparsity"]["l0"] <= 16 + 1e-6
+    assert 0.5 < scalars["reconstruction_quality"]["explained_variance"] <= 1
+    assert 0.5 < scalars["model_performance_preservation"]["ce_loss_score"] <= 1.01
