@@ -53,7 +53,7 @@ export-check: setup
 
 # ruff (settings in pyproject.toml) on the exported library and the tests; fix findings in nbs/, not in switch_sae/
 lint: setup
-	$(BIN)/ruff check switch_sae tests
+	$(BIN)/ruff check switch_sae tests tests_interop
 
 test: export-check lint test-interop
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2

@@ -4,14 +4,13 @@
 
 # %% ../nbs/21_interop.ipynb 3
 from __future__ import annotations
-import argparse, json, re, sys
+import argparse, json, re
 from pathlib import Path
 from typing import Dict, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .config import SwitchSAEConfig
-from .topk import SAEBase
 from .switch import SwitchSAE
 from .checkpoint import CheckpointError, load_sae, atomic_write, atomic_write_text, save_tensors
 

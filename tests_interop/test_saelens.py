@@ -1,5 +1,5 @@
 "A Switch SAE in SAELens: exported by the command line, loaded by SAELens, spliced into the tiny LM."
-import copy, json, subprocess, sys
+import copy, subprocess, sys
 import pytest
 import torch
 
