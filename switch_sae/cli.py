@@ -19,6 +19,7 @@ from .sources import SyntheticSource, LMSource, make_source, round_metrics, fini
 from .distributed import run_train_expert_parallel
 from .bench import bench_main
 from .sweep import sweep_main
+from .interop import interop_main
 
 # %% auto 0
 __all__ = ['run_train', 'run_eval', 'make_parser', 'main']
@@ -114,7 +115,6 @@ def main(argv: Optional[List[str]] = None):
     if argv[:1] == ["sweep"]:                      # its flags are its own: see 18_sweep
         sweep_main(argv[1:]); return
     if argv[:1] in (["export"], ["import"]):       # to and from SAELens and the authors' format: see 21_interop
-        from switch_sae.interop import interop_main
         interop_main(argv); return
     args = make_parser().parse_args(argv)
     args.argv = argv

@@ -12,7 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .config import SwitchSAEConfig
 from .switch import SwitchSAE
-from .checkpoint import CheckpointError, load_sae, atomic_write, atomic_write_text, save_tensors
+from .version import __version__
+from .files import CheckpointError, atomic_write, atomic_write_text, save_tensors
+from .checkpoint import load_sae
 
 # %% auto 0
 __all__ = ['REFERENCE_KEYS', 'SAELENS_VERSION', 'read_reference_config', 'load_reference_weights', 'from_reference',
@@ -164,7 +166,6 @@ def saelens_state_dict(sae: SwitchSAE) -> Dict[str, torch.Tensor]:
 def saelens_config(sae: SwitchSAE, hook_name: str, model_name: str, context_size: Optional[int] = None,
                    prepend_bos: bool = True) -> dict:
     "The `cfg.json` of SAELens 6 for `sae`: architecture 'switch', and where it reads its activations in `metadata`."
-    from switch_sae import __version__
     c = sae.cfg
     meta = dict(sae_lens_version=_saelens_version(), sae_lens_training_version=None, model_name=model_name,
                 hook_name=hook_name, hook_head_index=None, context_size=context_size, prepend_bos=prepend_bos,

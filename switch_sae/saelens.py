@@ -17,6 +17,7 @@ except ImportError as e:
                       f"pip install 'switch_sae[saelens]' (SAELens needs transformer-lens 3.x).") from e
 from .router import group_by_expert
 from .switch import grouped_matmul
+from . import tiny_lm
 
 # %% auto 0
 __all__ = ['SwitchSAELensConfig', 'SwitchSAELens', 'register', 'tiny_lm_sae_transformer']
@@ -137,7 +138,6 @@ register()
 def tiny_lm_sae_transformer(device="cpu"):
     "The shipped tiny language model (`10_tiny_lm`) as a SAELens `HookedSAETransformer`."
     from sae_lens import HookedSAETransformer
-    from switch_sae import tiny_lm
     hooked = tiny_lm.load(device=device, api="hooked")
     model = HookedSAETransformer(hooked.cfg)
     model.load_state_dict(hooked.state_dict())
