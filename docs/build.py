@@ -176,7 +176,7 @@ def api_pages(cfg: dict) -> tuple:
         body = [f"# {mod}", ""]
         if nb_rel:
             t, s = title_and_summary(json.loads((NBS / nb_rel).read_text()))
-            body += [f"Generated from the notebook [{t or nb_rel}](../nbs/{nb_rel.replace('.ipynb', '/')}). {s}", ""]
+            body += [f"Generated from the notebook [{t or nb_rel}](../nbs/{nb_rel}). {s}", ""]
         for line, name, obj in items:
             src = f"{cfg['git_url']}/blob/{cfg['branch']}/switch_sae/{short}.py" + (f"#L{line}" if line else "")
             try: md = show_doc(obj, name=name)._repr_markdown_()
@@ -184,7 +184,7 @@ def api_pages(cfg: dict) -> tuple:
             body += [_clean_show_doc(md, src), ""]
         pages[f"api/{short}.md"] = "\n".join(body)
         names = ", ".join(f"`{n}`" for _, n, _ in items if "." not in n)
-        nb_link = f"[{nb_rel}](../nbs/{nb_rel.replace('.ipynb', '/')})" if nb_rel else ""
+        nb_link = f"[{nb_rel}](../nbs/{nb_rel})" if nb_rel else ""
         index.append(f"| [{mod}]({short}.md) | {nb_link} | {names} |")
     pages["api/index.md"] = "\n".join(index) + "\n"
     return pages
@@ -265,6 +265,7 @@ plugins:
       execute: false       # executed once by docs/execute.py (make test), kept in _proc/executed
       include_requirejs: false
       toc_depth: 3
+      cache_dir: {json.dumps(str(ROOT / "_proc" / "mkdocs-jupyter"))}
       remove_tag_config:
         remove_input_tags: [hide-input]
 nav:

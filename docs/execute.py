@@ -9,8 +9,8 @@ with its worked solutions), and it fails like `nbdev_test` when a cell raises. W
 each notebook that passed is written, with its outputs, to `_proc/executed/<same path>.ipynb`,
 which `docs/build.py` turns into the website without running anything again.
 
-A copy is reused while its notebook, the library (`switch_sae/*.py`), settings.ini and this
-file are unchanged (a hash of them is stored in the copy's metadata), so `make docs` after
+A copy is reused while its notebook, the library (`switch_sae/*.py`), settings.ini's `tst_flags`
+and this file are unchanged (a hash of them is stored in the copy's metadata), so `make docs` after
 `make test` executes nothing, and `make docs` twice executes once.
 
 Widgets cannot be saved as they are (they need a kernel), so each widget a cell displays is
@@ -39,8 +39,10 @@ def notebooks(path: str | None = None) -> list[Path]:
 
 def _lib_hash() -> str:
     h = hashlib.sha256()
-    for p in sorted((ROOT / "switch_sae").glob("*.py")) + [ROOT / "settings.ini", Path(__file__).resolve()]:
+    for p in sorted((ROOT / "switch_sae").glob("*.py")) + [Path(__file__).resolve()]:
         h.update(p.name.encode()); h.update(p.read_bytes())
+    from nbdev.config import get_config
+    h.update(get_config().tst_flags.encode())
     return h.hexdigest()
 
 
