@@ -194,8 +194,10 @@ def main(argv=None):
           f"{len(todo)} to run, skipping cells flagged {' '.join(skip)}")
     if not todo: return 0
     t0 = time.time()
+    # the workers get `execute` from this module by name: a notebook run in a worker may replace its __main__
+    run = __import__("execute").execute if __name__ == "__main__" else execute
     with working_directory(cfg.nbs_path):
-        res = parallel(execute, todo, skip_flags=skip, lib=lib, n_workers=a.n_workers if len(todo) > 1 else 0, pause=0.01)
+        res = parallel(run, todo, skip_flags=skip, lib=lib, n_workers=a.n_workers if len(todo) > 1 else 0, pause=0.01)
     failed = [f for (ok, _), f in zip(res, todo) if not ok]
     for (ok, t), f in sorted(zip(res, todo), key=lambda r: -r[0][1])[:5]:
         print(f"  {f.relative_to(ROOT)}: {t:.0f} s")
