@@ -13,7 +13,7 @@
 Open `_docs/index.html`, or serve it: `python -m http.server -d _docs`.
 """
 from __future__ import annotations
-import argparse, importlib, inspect, json, os, re, shutil, subprocess, sys, time
+import argparse, html, importlib, inspect, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,6 +273,37 @@ nav:
 """
 
 
+def _text(h: str) -> str:
+    h = re.sub(r"<code>.*?</code>", "", h, flags=re.S)
+    h = re.sub(r"<[^>]+>", "", h).replace("\u00b6", "").replace("&para;", "")
+    return " ".join(html.unescape(h).split())
+
+
+def fix_toc(site: Path) -> int:
+    """Point each table-of-contents link of a notebook page at its heading: mkdocs-jupyter's table of contents
+    slugs a heading without its `code` (`What encode and forward return` -> #what-and-return) where nbconvert's
+    id keeps it; such links are matched to the heading by text. Returns how many links were fixed."""
+    n = 0
+    for page in site.rglob("*.html"):
+        doc = page.read_text()
+        ids = set(re.findall(r'\sid="([^"]+)"', doc))
+        heads = [(_text(m.group(2)), m.group(1)) for m in re.finditer(r'<h[1-6] id="([^"]+)">(.*?)</h[1-6]>', doc, re.S)]
+        toc = re.compile(r'(<a href="#)([^"]*)(" class="md-nav__link">\s*<span class="md-ellipsis">)(.*?)(</span>)', re.S)
+        fixes, used = {}, set()
+        for m in toc.finditer(doc):
+            href, text = m.group(2), " ".join(html.unescape(re.sub(r"<[^>]+>", "", m.group(4))).split())
+            if href in ids or (href, text) in fixes: continue
+            cand = [i for t, i in heads if t == text and i not in used]
+            if cand: fixes[(href, text)] = cand[0]; used.add(cand[0])
+        if not fixes: continue
+        def sub(m):
+            key = (m.group(2), " ".join(html.unescape(re.sub(r"<[^>]+>", "", m.group(4))).split()))
+            return m.group(1) + fixes.get(key, m.group(2)) + m.group(3) + m.group(4) + m.group(5)
+        page.write_text(toc.sub(sub, doc))
+        n += len(fixes)
+    return n
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Build the website in _docs/ from the notebooks")
     ap.add_argument("--n_workers", type=int, default=2)
@@ -295,6 +326,7 @@ def main(argv=None) -> int:
                        capture_output=True, text=True)
     if p.returncode:
         print(p.stdout, p.stderr, file=sys.stderr); return p.returncode
+    fixed = fix_toc(site)
     warnings = [l for l in (p.stdout + p.stderr).splitlines() if "WARNING" in l]
     for w in warnings: print(w)
     n = len(list(site.rglob("*.html")))
