@@ -264,6 +264,7 @@ plugins:
       include: ["*.ipynb"]
       execute: false       # executed once by docs/execute.py (make test), kept in _proc/executed
       include_requirejs: false
+      no_prompt: true      # execnb leaves no execution counts: no empty "In [ ]:"
       toc_depth: 3
       cache_dir: {json.dumps(str(ROOT / "_proc" / "mkdocs-jupyter"))}
       remove_tag_config:
