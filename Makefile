@@ -1,7 +1,9 @@
 # One command to set up and run the main job, one to set up and run the tests.
 #   make run    trains a Switch SAE and writes its report to runs/<timestamp>/
-#   make test   checks the notebooks export to the library unchanged, lints it, runs the SAELens/SAEBench interop tests
-#               in their own environment (.venv-saelens, built on first use), runs every notebook, runs pytest
+#   make test   checks the notebooks export to the library unchanged, lints it, checks README.md against nbs/index.ipynb,
+#               runs the SAELens/SAEBench interop tests in their own environment (.venv-saelens, built on first use),
+#               runs every notebook (keeping the executed copies for the website), runs pytest
+#   make docs   builds the website in _docs/ from the notebooks, offline (reusing make test's executed notebooks)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -9,7 +11,7 @@ BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test export-check lint interop-env test-interop clean
+.PHONY: setup run test export-check lint interop-env test-interop clean docs readme readme-check
 setup: $(VENV)/.installed
 
 # torch is pinned first: a bare "torch" requirement on a machine without it pulls a multi-GB CUDA build.
@@ -55,9 +57,20 @@ export-check: setup
 lint: setup
 	$(BIN)/ruff check switch_sae tests tests_interop
 
-test: export-check lint test-interop
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
+# The notebooks run once, as nbdev_test runs them, and their executed copies (_proc/executed/) are the website's pages.
+test: export-check lint readme-check test-interop
+	OMP_NUM_THREADS=1 $(PY) docs/execute.py --n_workers 2 --force
 	$(BIN)/pytest -q tests
+
+docs: setup
+	OMP_NUM_THREADS=1 $(PY) docs/build.py --n_workers 2
+
+# README.md is made from nbs/index.ipynb, the website's home page
+readme: setup
+	$(PY) docs/readme.py
+
+readme-check: setup
+	$(PY) docs/readme.py --check
 
 clean:
 	rm -rf $(VENV) $(SAELENS_VENV) runs _proc _docs

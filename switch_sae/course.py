@@ -17,9 +17,10 @@ from .geometry import nearest_neighbours
 from . import course_solutions
 
 # %% auto 0
-__all__ = ['SWITCH_MISTAKES', 'STEP_MISTAKES', 'solutions_enabled', 'default_device', 'show_solution', 'check_route',
-           'check_topk', 'check_switch_forward', 'check_lb_loss', 'reference_step', 'check_train_step',
-           'check_expert_top_tokens', 'check_nearest_other_expert', 'check_space_expert']
+__all__ = ['SWITCH_MISTAKES', 'STEP_MISTAKES', 'MINE', 'CHECKED', 'solutions_enabled', 'default_device', 'show_solution',
+           'check_route', 'check_topk', 'check_switch_forward', 'check_lb_loss', 'reference_step', 'check_train_step',
+           'check_expert_top_tokens', 'check_nearest_other_expert', 'check_space_expert', 'save_mine', 'load_mine',
+           'check_group_by_expert', 'check_grouped_encode', 'check_sparse_decode_backward', 'check_encoder_flops']
 
 # %% ../nbs/course/00_checks.ipynb
 def solutions_enabled() -> bool:
@@ -294,8 +295,8 @@ STEP_MISTAKES = {
     "zero_grad": "the gradients accumulate from step to step: call opt.zero_grad() after opt.step() (or before backward).",
     "lb": "you trained on the reconstruction loss only: backpropagate the total loss, sae(x).total = l2 + lb_alpha * d_in * lb "
           "(without the load-balancing term the router collapses onto a few experts).",
-    "parallel": "remove from each decoder row's gradient its component along the row, after clipping and before opt.step(): "
-                "G -= (G * W).sum(-1, keepdim=True) * W (sae.remove_gradient_parallel_to_decoder_directions()).",
+    "parallel": "remove from each decoder row's gradient its component along the row (the row is a unit vector: that "
+                "component is the gradient's dot product with the row, times the row), after clipping and before opt.step().",
     "clip": "clip the gradient norm before the update: torch.nn.utils.clip_grad_norm_(sae.parameters(), sae.cfg.grad_clip).",
     "normalize": "renormalise the decoder rows to unit norm at the start of the step (sae.set_decoder_norm_to_unit_norm()).",
     "normalize_at_end": "renormalise the decoder rows at the start of the step, before the forward pass, not after the update.",
@@ -405,3 +406,235 @@ def check_space_expert(answer, inspector):
         _fail(f"expert {int(answer)} gets {float(share[int(answer)]):.0%} of the spaces; another expert gets more. "
               f"Look at the share next to ' ' in each expert's favourite tokens.")
     _ok(f"expert {want} gets {float(share[want]):.0%} of the spaces.")
+
+# %% ../nbs/course/00_checks.ipynb
+MINE = "my_course_functions.py"
+
+def save_mine(*fns: Callable, solutions: bool = False, path: str = MINE, device=None):
+    "Check each of your functions with its exercise's check, then save its source to `path` for the next notebooks."
+    if solutions:
+        print("using the worked solutions: nothing saved (your own functions are saved when SOLUTIONS is False)")
+        return None
+    saved = _read_mine(path)
+    for fn in fns:
+        name = getattr(fn, "__name__", "")
+        check = globals().get(f"check_{name}")
+        if check is None: raise ValueError(f"no exercise is called {name!r}: save the functions of the exercises ({', '.join(CHECKED)}).")
+        check(fn, device=device)
+        try: saved[name] = inspect.getsource(fn)
+        except (OSError, TypeError) as e:
+            raise ValueError(f"the source of {name} cannot be read ({e}): define it with `def {name}(...)` in a cell") from None
+    body = "\n\n".join(s.rstrip() + "\n" for s in saved.values())
+    with open(path, "w") as f: f.write(_MINE_HEAD + body)
+    print(f"saved {', '.join(getattr(f, '__name__', '?') for f in fns)} to {path}")
+    return path
+
+_MINE_HEAD = ("# Your functions from the course notebooks, written by save_mine() after their checks passed.\n"
+              "import torch\nimport torch.nn.functional as F\n\n")
+CHECKED = ("route", "topk", "switch_forward", "lb_loss", "group_by_expert", "grouped_encode", "sparse_decode_backward")
+
+def _read_mine(path) -> dict:
+    "The functions saved in `path`, name -> source, in the order they were saved."
+    if not os.path.exists(path): return {}
+    import ast
+    src = open(path).read()
+    return {n.name: ast.get_source_segment(src, n) for n in ast.parse(src).body if isinstance(n, ast.FunctionDef)}
+
+def load_mine(*names: str, solutions: bool = False, path: str = MINE):
+    "Your saved functions `names` (one, or a tuple), or the worked ones when `solutions` is true."
+    if solutions:
+        from switch_sae import course_solutions
+        got = tuple(getattr(course_solutions, n) for n in names)
+    else:
+        saved = _read_mine(path)
+        missing = [n for n in names if n not in saved]
+        if missing:
+            where = {"route": "01_router_and_topk", "topk": "01_router_and_topk", "group_by_expert": "05_making_it_fast"}
+            raise FileNotFoundError(
+                f"{', '.join(missing)} not found in {os.path.abspath(path)}: run the last cell of "
+                f"{' and '.join(sorted({where.get(n, 'its notebook') for n in missing}))} (save_mine(...)), which saves your "
+                f"functions once their checks pass, from the same folder; or set SOLUTIONS = True to use the worked ones.")
+        ns = {}
+        exec(compile(_MINE_HEAD + "\n\n".join(saved[n] for n in saved), path, "exec"), ns)
+        got = tuple(ns[n] for n in names)
+    return got[0] if len(got) == 1 else got
+
+# %% ../nbs/course/00_checks.ipynb
+def check_group_by_expert(group_by_expert: Callable, device=None, seed: int = 0):
+    "Check a learner's `group_by_expert(expert [B], n_experts) -> (order [B], counts [E], inverse [B])`."
+    dev = device or default_device()
+    g = torch.Generator().manual_seed(seed)
+    B, E = 23, 5
+    expert = torch.randint(0, E - 1, (B,), generator=g).to(dev)        # the last expert gets no token
+    out = _call(group_by_expert, "group_by_expert", expert, E)
+    if not (isinstance(out, (tuple, list)) and len(out) == 3):
+        _fail(f"group_by_expert should return three things, (order, counts, inverse); it returned {type(out).__name__}.")
+    order, counts, inverse = out
+    for name, t, n in (("order", order, B), ("counts", counts, None), ("inverse", inverse, B)):
+        if not isinstance(t, torch.Tensor): _fail(f"{name} should be a tensor, got {type(t).__name__}.")
+        if t.is_floating_point(): _fail(f"{name} holds floats: it should hold integers (token positions or counts).")
+        if n is not None and t.shape != (n,): _fail(f"{name} should have shape [batch] = [{n}], got {tuple(t.shape)}.")
+    if torch.equal(order, expert.sort().values):
+        _fail("order holds the sorted expert ids, not the tokens' positions: take the indices of the sort (torch.argsort).")
+    if sorted(order.tolist()) != list(range(B)):
+        _fail(f"order should be a permutation of the token positions 0..{B - 1}, each once.")
+    e_sorted = expert[order]
+    if not bool((e_sorted[1:] >= e_sorted[:-1]).all()):
+        if bool((e_sorted[1:] <= e_sorted[:-1]).all()):
+            _fail("order sorts the experts in decreasing order: expert 0's tokens should come first (ascending sort).")
+        _fail("expert[order] should be sorted, each expert's tokens together: order = torch.argsort(expert).")
+    want = torch.bincount(expert, minlength=E)
+    if counts.shape != (E,):
+        if counts.shape == (E - 1,) and torch.equal(counts, want[:E - 1]):
+            _fail(f"counts has {E - 1} entries, not n_experts = {E}: the last expert got no token and torch.bincount "
+                  f"stopped at the largest id it saw. Pass minlength=n_experts.")
+        _fail(f"counts should have one entry per expert, shape [{E}], got {tuple(counts.shape)}.")
+    if not torch.equal(counts, want):
+        if torch.equal(counts, want.cumsum(0)):
+            _fail("counts are cumulative (where each expert's group ends): return the number of tokens of each expert.")
+        _fail(f"counts should be the number of tokens routed to each expert ({want.tolist()}), got {counts.tolist()}.")
+    x = torch.arange(B, device=dev) * 10
+    if not torch.equal(x[order][inverse], x):
+        if torch.equal(inverse, order):
+            _fail("inverse is order itself: a sort is not its own inverse. The inverse permutation puts each token "
+                  "back in its place: x[order][inverse] must equal x.")
+        _fail("x[order][inverse] should give x back: inverse[i] is where token i sits in the sorted order.")
+    _ok("group_by_expert: tokens sorted by expert, counts per expert (empty ones too), the inverse permutation.")
+
+def _encode_variant(x, W_enc, b_dec, expert, E, k, unsort=True, offset=True, sub_bdec=True, relu=True):
+    "The codes of each token's expert, from the dense formulation (or a usual mistake: a flag off)."
+    N, d = W_enc.shape
+    M = N // E
+    pre = torch.einsum("bmd,bd->bm", W_enc.view(E, M, d)[expert], x - b_dec if sub_bdec else x)
+    v, i = pre.topk(k, dim=-1)
+    acts, idx = (v.relu() if relu else v), (i + expert[:, None] * M if offset else i)
+    if not unsort:
+        order = torch.argsort(expert, stable=True)
+        acts, idx = acts[order], idx[order]
+    return acts, idx
+
+def _flops(fn, *args):
+    "The output of `fn(*args)` and the FLOPs of its matrix products (torch's FlopCounterMode)."
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        out = fn(*args)
+    return out, fc.get_total_flops()
+
+def check_grouped_encode(grouped_encode: Callable, device=None, seed: int = 0):
+    "Check a learner's `grouped_encode(x, W_enc, b_dec, expert, n_experts, k) -> (acts [B, k], indices [B, k])`."
+    dev = device or default_device()
+    g = torch.Generator().manual_seed(seed)
+    B, d, E, M, k = 40, 8, 4, 16, 3
+    x, W_enc, b_dec = (torch.randn(*s, generator=g).to(dev) for s in ((B, d), (E * M, d), (d,)))
+    expert = torch.randint(0, E, (B,), generator=g).to(dev)
+    with torch.no_grad():   # token 0: a single positive pre-activation in its expert, so ReLU matters
+        rows = W_enc[int(expert[0]) * M:(int(expert[0]) + 1) * M]
+        s = torch.sign(rows @ (x[0] - b_dec)); s[0] = -s[0]
+        rows.mul_(-s[:, None])
+        rows[0].mul_(-1)
+    out, flops = _flops(lambda *a: _call(grouped_encode, "grouped_encode", *a), x, W_enc, b_dec, expert, E, k)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        _fail(f"grouped_encode should return (acts, indices); it returned {type(out).__name__}.")
+    acts, idx = out
+    for name, t in (("acts", acts), ("indices", idx)):
+        if not isinstance(t, torch.Tensor) or t.shape != (B, k):
+            _fail(f"{name} should have shape [batch, k] = [{B}, {k}], got {getattr(t, 'shape', type(t).__name__)}: "
+                  f"one row per token, in the tokens' order.")
+    if idx.is_floating_point(): _fail("indices hold floats: they should be latent ids (integers).")
+    N = E * M
+    if int(idx.min()) < 0 or int(idx.max()) >= N: _fail(f"indices should be latent ids in 0..{N - 1}.")
+    got = _dense(acts.detach().to(x.dtype), idx, N)
+    dense = lambda a, i: _dense(a, i, N)
+    if not _close(got, dense(*_encode_variant(x, W_enc, b_dec, expert, E, k))):
+        mistakes = {
+            "your codes are in the experts' order, not the tokens': put them back with the inverse permutation "
+            "(row i of the result must be token i's code).": dict(unsort=False),
+            f"the indices are local to the expert (0..M-1): add e * M (M = {M} latents per expert) to make them the "
+            f"global latent ids, row e * M + j of W_enc.": dict(offset=False),
+            "subtract b_dec from x before the encoder: pre = (x - b_dec) @ W_enc[rows of e].T.": dict(sub_bdec=False),
+            "your codes kept negative values: apply ReLU to the k kept values (your topk should).": dict(relu=False)}
+        for msg, kw in mistakes.items():
+            a, i = _encode_variant(x, W_enc, b_dec, expert, E, k, **kw)
+            if int(i.max()) < N and _close(got, dense(a, i)): _fail(msg)
+        loc = expert[:, None] * M
+        if bool(((idx < loc) | (idx >= loc + M)).any()):
+            _fail("some tokens use latents of another expert: each token is encoded by its own expert's M rows only "
+                  "(rows e * M ... e * M + M - 1 of W_enc for expert e).")
+        _fail("your codes differ from: for each expert e, TopK of (x[tokens of e] - b_dec) @ W_enc[e * M:(e + 1) * M].T, "
+              "indices + e * M, back in the tokens' order.")
+    budget = 2 * B * M * d
+    if flops > 1.5 * budget:
+        _fail(f"the result is right, but its matrix products cost {flops} FLOPs, {flops / budget:.1f} times the "
+              f"{budget} of encoding each token with its own expert's {M} rows: you computed all N = {N} latents (or "
+              f"several experts) for each token. Encode each group of tokens with its expert only.")
+    _ok(f"grouped_encode: each token encoded by its expert's {M} latents only ({flops} FLOPs, not {2 * B * N * d}).")
+
+def _decode_grads(grad, acts, idx, W_dec):
+    "Autograd's gradients of the dense decoder x_hat = z @ W_dec, z the [B, N] dense code: (grad at the k latents, grad W_dec)."
+    z = _dense(acts.detach(), idx, W_dec.shape[0]).requires_grad_()
+    W = W_dec.detach().clone().requires_grad_()
+    (z @ W).backward(grad)
+    return z.grad.gather(1, idx), W.grad
+
+def check_sparse_decode_backward(sparse_decode_backward: Callable, device=None, seed: int = 0):
+    "Check a learner's `sparse_decode_backward(grad, acts, idx, W_dec) -> (grad_acts [B, k], grad_W_dec [N, d])`."
+    dev = device or default_device()
+    g = torch.Generator().manual_seed(seed)
+    B, N, d, k = 32, 48, 8, 4
+    grad, acts, W_dec = (torch.randn(*s, generator=g).to(dev) for s in ((B, d), (B, k), (N, d)))
+    acts = acts.abs()
+    idx = torch.stack([torch.randperm(N, generator=g)[:k] for _ in range(B)]).to(dev)   # latents shared by several tokens
+    out, flops = _flops(lambda *a: _call(sparse_decode_backward, "sparse_decode_backward", *a), grad, acts, idx, W_dec)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        _fail(f"sparse_decode_backward should return (grad_acts, grad_W_dec); it returned {type(out).__name__}.")
+    g_acts, g_W = out
+    want_acts, want_W = _decode_grads(grad, acts, idx, W_dec)
+    if not isinstance(g_acts, torch.Tensor) or g_acts.shape != (B, k):
+        _fail(f"grad_acts should have shape [batch, k] = [{B}, {k}] (one number per chosen latent), got "
+              f"{getattr(g_acts, 'shape', type(g_acts).__name__)}.")
+    if not _close(g_acts, want_acts):
+        if _close(g_acts, want_acts * acts):
+            _fail("grad_acts is multiplied by the activations: d x_hat / d a_j is the row W_dec[idx_j], "
+                  "so grad_acts[b, j] = <grad[b], W_dec[idx[b, j]]>.")
+        _fail("grad_acts[b, j] should be the dot product of the output gradient grad[b] with the decoder row of latent idx[b, j].")
+    if not isinstance(g_W, torch.Tensor) or g_W.shape != (N, d):
+        _fail(f"grad_W_dec should have the decoder's shape [N, d] = [{N}, {d}] (zero for rows that no token chose), got "
+              f"{getattr(g_W, 'shape', type(g_W).__name__)}.")
+    if not _close(g_W, want_W):
+        contrib = (acts[..., None] * grad[:, None]).reshape(-1, d)
+        last = torch.zeros(N, d, device=dev); last[idx.reshape(-1)] = contrib
+        unweighted = torch.zeros(N, d, device=dev).index_add_(0, idx.reshape(-1), grad[:, None].expand(B, k, d).reshape(-1, d))
+        if _close(g_W, last):
+            _fail("rows chosen by several tokens keep only one token's contribution: the contributions must add up. "
+                  "An indexed assignment (W[idx] = ...) keeps one of them; use index_add_ (or scatter_add_).")
+        if _close(g_W, unweighted):
+            _fail("each token's contribution to a row's gradient is the output gradient times that latent's activation: "
+                  "grad_W_dec[idx[b, j]] += acts[b, j] * grad[b].")
+        _fail("grad_W_dec differs from autograd's on the dense decoder: row n gets the sum over the (token, slot) pairs "
+              "that chose latent n of acts[b, j] * grad[b].")
+    budget = 2 * B * k * d
+    if flops > 4 * budget:
+        _fail(f"the gradients are right, but their matrix products cost {flops} FLOPs, {flops / budget:.0f} times the "
+              f"{budget} of the k chosen latents: you computed the gradient for all N = {N} latents (a dense "
+              f"grad @ W_dec.T, or z.T @ grad). Touch only the k rows each token chose.")
+    _ok(f"sparse_decode_backward: autograd's gradients, through the {k} chosen latents only.")
+
+def check_encoder_flops(encoder_flops: Callable):
+    "Check a learner's `encoder_flops(d, N, E) -> (dense, switch)`: forward FLOPs per token of the encoders."
+    from switch_sae.sweep import flops_per_token
+    for d, N, E in ((64, 512, 8), (128, 4096, 16), (768, 32768, 32)):
+        got = _call(encoder_flops, "encoder_flops", d, N, E)
+        if not (isinstance(got, (tuple, list)) and len(got) == 2): _fail("encoder_flops should return (dense, switch).")
+        dense, switch = (int(v) for v in got)
+        M = N // E
+        want_dense = flops_per_token(SwitchSAEConfig(d_in=d, n_latents=N, n_experts=1, k=8, arch="topk"))
+        want_switch = flops_per_token(SwitchSAEConfig(d_in=d, n_latents=N, n_experts=E, k=8))
+        if dense != want_dense:
+            _fail(f"d={d}, N={N}: a dense encoder costs {want_dense} FLOPs per token, you said {dense}."
+                  + (" A multiply-add is 2 FLOPs: 2 N d." if dense * 2 == want_dense else ""))
+        if switch != want_switch:
+            hint = (" You left out the router: 2 E d FLOPs for its logits." if switch == 2 * M * d else
+                    " A multiply-add is 2 FLOPs." if switch * 2 == want_switch else
+                    " The expert has M = N / E rows: 2 M d, plus the router's 2 E d." if switch == 2 * E * d + 2 * N * d else "")
+            _fail(f"d={d}, N={N}, E={E}: the Switch encoder costs {want_switch} FLOPs per token, you said {switch}.{hint}")
+    _ok("encoder_flops: 2 N d dense, 2 E d + 2 (N / E) d for a Switch SAE.")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 # %% auto 0
-__all__ = ['route', 'topk', 'switch_forward', 'lb_loss', 'train_step', 'expert_top_tokens', 'nearest_other_expert',
-           'space_expert']
+__all__ = ['route', 'topk', 'switch_forward', 'lb_loss', 'train_step', 'group_by_expert', 'grouped_encode',
+           'sparse_decode_backward', 'encoder_flops', 'expert_top_tokens', 'nearest_other_expert', 'space_expert']
 
 # %% ../nbs/course/99_solutions.ipynb
 def route(x, W_router, b_router):
@@ -60,6 +60,42 @@ def train_step(sae, opt, x):
     opt.step()                                                              # 5. update, and start clean
     opt.zero_grad(set_to_none=True)
     return out.total.item()
+
+# %% ../nbs/course/99_solutions.ipynb
+def group_by_expert(expert, n_experts):
+    "Tokens sorted by expert: (order [B], counts [E], inverse [B]) with x[order][inverse] == x."
+    order = torch.argsort(expert, stable=True)                          # expert 0's tokens first, then expert 1's...
+    counts = torch.bincount(expert, minlength=n_experts)                # minlength: experts with no token count 0
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=order.device)      # token order[i] sits at position i
+    return order, counts, inverse
+
+# %% ../nbs/course/99_solutions.ipynb
+def grouped_encode(x, W_enc, b_dec, expert, n_experts, k):
+    "Each token's TopK code from its expert only: one matrix product per expert, on that expert's tokens."
+    N, d = W_enc.shape
+    M = N // n_experts
+    order, counts, inverse = group_by_expert(expert, n_experts)
+    xs = (x - b_dec)[order]                                             # each expert's tokens contiguous
+    acts, idx = [], []
+    for e, xe in enumerate(xs.split(counts.tolist())):
+        pre = xe @ W_enc[e * M:(e + 1) * M].T                           # [n_e, M]: this expert's rows only
+        a, i = topk(pre, k)
+        acts.append(a); idx.append(i + e * M)                           # global latent ids
+    return torch.cat(acts)[inverse], torch.cat(idx)[inverse]            # back in the tokens' order
+
+# %% ../nbs/course/99_solutions.ipynb
+def sparse_decode_backward(grad, acts, idx, W_dec):
+    "Gradients of x_hat = sum_j acts[:, j] W_dec[idx[:, j]] from the k chosen rows only: (grad_acts [B, k], grad_W_dec [N, d])."
+    rows = W_dec[idx]                                                   # [B, k, d]: the rows each token used
+    grad_acts = torch.einsum("bkd,bd->bk", rows, grad)                  # <grad[b], W_dec[idx[b, j]]>
+    contrib = acts[..., None] * grad[:, None]                           # [B, k, d]
+    grad_W = torch.zeros_like(W_dec).index_add_(0, idx.reshape(-1), contrib.reshape(-1, W_dec.shape[1]))
+    return grad_acts, grad_W                                            # index_add_: shared rows add up
+
+def encoder_flops(d, N, E):
+    "Forward encoder FLOPs per token (a multiply-add is 2): (dense TopK SAE, Switch SAE with its router)."
+    return 2 * N * d, 2 * E * d + 2 * (N // E) * d
 
 # %% ../nbs/course/99_solutions.ipynb
 def expert_top_tokens(tokens, expert, e, n=5):

@@ -49,7 +49,9 @@ def test_show_solution(capsys):
         C.show_solution("nope")
 
 
-@pytest.mark.parametrize("check", [C.check_route, C.check_topk, C.check_switch_forward, C.check_lb_loss, C.check_train_step])
+@pytest.mark.parametrize("check", [C.check_route, C.check_topk, C.check_switch_forward, C.check_lb_loss, C.check_train_step,
+                                   C.check_group_by_expert, C.check_grouped_encode, C.check_sparse_decode_backward,
+                                   C.check_encoder_flops])
 def test_blank_exercise_says_not_written(check):
     msg = fails(check, blank, "is not written yet", "show_solution(")
     assert "NotImplementedError" in msg
@@ -207,3 +209,141 @@ def test_final_exercise_mistakes(ins):
     fails(lambda a, inspector: C.check_space_expert(a, inspector), None, "set SPACE_EXPERT", inspector=ins)
     wrong = (S.space_expert(ins) + 1) % ins.E
     fails(lambda a, inspector: C.check_space_expert(a, inspector), wrong, "another expert gets more", inspector=ins)
+
+
+# ----- 6-9. what makes a Switch SAE fast
+
+def test_fast_exercises_solutions(capsys):
+    C.check_group_by_expert(S.group_by_expert, device="cpu")
+    C.check_grouped_encode(S.grouped_encode, device="cpu")
+    C.check_sparse_decode_backward(S.sparse_decode_backward, device="cpu")
+    C.check_encoder_flops(S.encoder_flops)
+    assert capsys.readouterr().out.count("✓") == 4
+
+
+def _inv(order): return torch.argsort(order)
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda e, E: (e.sort().values, torch.bincount(e, minlength=E), _inv(e.sort().indices)), "sorted expert ids"),
+    (lambda e, E: (torch.argsort(e, descending=True), torch.bincount(e, minlength=E), _inv(torch.argsort(e, descending=True))), "decreasing"),
+    (lambda e, E: (torch.argsort(e), torch.bincount(e), _inv(torch.argsort(e))), "minlength"),
+    (lambda e, E: (torch.argsort(e), torch.bincount(e, minlength=E).cumsum(0), _inv(torch.argsort(e))), "cumulative"),
+    (lambda e, E: (torch.argsort(e), torch.bincount(e, minlength=E), torch.argsort(e)), "inverse is order itself"),
+    (lambda e, E: (torch.argsort(e), torch.bincount(e, minlength=E).float(), _inv(torch.argsort(e))), "floats"),
+    (lambda e, E: (torch.argsort(e), torch.bincount(e, minlength=E)), "three things"),
+])
+def test_group_by_expert_mistakes(wrong, match):
+    fails(C.check_group_by_expert, wrong, match, device="cpu")
+
+
+def _dense_then_pick(x, W, b, e, E, k):
+    N, d = W.shape; M = N // E
+    pre = ((x - b) @ W.T).view(len(x), E, M)[torch.arange(len(x)), e]     # all N latents computed, then the expert's kept
+    v, i = pre.topk(k); return v.relu(), i + e[:, None] * M
+
+def _global_topk(x, W, b, e, E, k):
+    v, i = ((x - b) @ W.T).topk(k); return v.relu(), i
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda *a: C._encode_variant(*a, unsort=False), "inverse permutation"),
+    (lambda *a: C._encode_variant(*a, offset=False), "local to the expert"),
+    (lambda *a: C._encode_variant(*a, sub_bdec=False), "subtract b_dec"),
+    (lambda *a: C._encode_variant(*a, relu=False), "ReLU"),
+    (_dense_then_pick, "4.0 times the"),
+    (_global_topk, "latents of another expert"),
+    (lambda *a: C._encode_variant(*a)[0], "(acts, indices)"),
+])
+def test_grouped_encode_mistakes(wrong, match):
+    fails(C.check_grouped_encode, wrong, match, device="cpu")
+
+
+def _assign_rows(g, a, i, W):
+    ga = torch.einsum("bkd,bd->bk", W[i], g); gw = torch.zeros_like(W)
+    gw[i.reshape(-1)] = (a[..., None] * g[:, None]).reshape(-1, W.shape[1])   # duplicates: the last one wins
+    return ga, gw
+
+def _unweighted(g, a, i, W):
+    ga = torch.einsum("bkd,bd->bk", W[i], g)
+    return ga, torch.zeros_like(W).index_add_(0, i.reshape(-1), g[:, None].expand(*i.shape, W.shape[1]).reshape(-1, W.shape[1]))
+
+def _dense_backward(g, a, i, W):
+    z = torch.zeros(len(a), W.shape[0]).scatter(1, i, a)
+    return (g @ W.T).gather(1, i), z.T @ g
+
+@pytest.mark.parametrize("wrong, match", [
+    (_assign_rows, "index_add_"),
+    (_unweighted, "times that latent's activation"),
+    (_dense_backward, "all N = 48 latents"),
+    (lambda g, a, i, W: (S.sparse_decode_backward(g, a, i, W)[0] * a, S.sparse_decode_backward(g, a, i, W)[1]), "multiplied by the activations"),
+    (lambda g, a, i, W: (S.sparse_decode_backward(g, a, i, W)[0], a[..., None] * g[:, None]), "[N, d]"),
+    (lambda g, a, i, W: (-S.sparse_decode_backward(g, a, i, W)[0], S.sparse_decode_backward(g, a, i, W)[1]), "dot product"),
+])
+def test_sparse_decode_backward_mistakes(wrong, match):
+    fails(C.check_sparse_decode_backward, wrong, match, device="cpu")
+
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda d, N, E: (2 * N * d, 2 * (N // E) * d), "left out the router"),
+    (lambda d, N, E: (N * d, E * d + (N // E) * d), "multiply-add is 2 FLOPs"),
+    (lambda d, N, E: (2 * N * d, 2 * E * d + 2 * N * d), "M = N / E"),
+    (lambda d, N, E: 2 * N * d, "(dense, switch)"),
+])
+def test_encoder_flops_mistakes(wrong, match):
+    fails(C.check_encoder_flops, wrong, match)
+
+
+# ----- the learner's functions from one notebook to the next
+
+def route(x, W_router, b_router):          # a learner's functions, defined in a file so that their source can be read
+    probs = ((x - b_router) @ W_router.T).softmax(-1)
+    gate, expert = probs.max(-1)
+    return probs, expert, gate
+
+def topk(pre, k):
+    v, i = pre.topk(k, dim=-1)
+    return v.relu(), i
+
+
+def test_save_and_load_mine(tmp_path, capsys):
+    path = str(tmp_path / C.MINE)
+    with pytest.raises(FileNotFoundError, match="01_router_and_topk") as e:
+        C.load_mine("route", "topk", path=path)
+    assert "SOLUTIONS = True" in str(e.value)
+    C.save_mine(route, topk, path=path, device="cpu")
+    assert "✓ route" in capsys.readouterr().out
+    r, t = C.load_mine("route", "topk", path=path)
+    assert r is not route and r.__name__ == "route"                           # read back from the file
+    x, W, b = torch.randn(5, 4), torch.randn(3, 4), torch.randn(4)
+    assert torch.equal(r(x, W, b)[1], route(x, W, b)[1])
+    assert C.load_mine("topk", solutions=True) is S.topk
+    assert C.save_mine(route, solutions=True, path=path) is None
+
+
+def test_save_mine_refuses_a_wrong_function(tmp_path):
+    path = str(tmp_path / C.MINE)
+    C.save_mine(topk, path=path, device="cpu")
+    def topk_(pre, k): return pre.topk(k, dim=-1)
+    topk_.__name__ = "topk"
+    with pytest.raises(AssertionError, match="ReLU"):
+        C.save_mine(topk_, path=path, device="cpu")
+    assert "relu" in C._read_mine(path)["topk"]                              # the checked one is kept
+    with pytest.raises(ValueError, match="no exercise"):
+        C.save_mine(_unweighted, path=path)
+
+
+def test_exercises_do_not_hand_over_the_answer():
+    "No line of a worked solution's body appears in the learner's notebooks (01-05)."
+    import inspect, json
+    from pathlib import Path
+    course = Path(__file__).resolve().parents[1] / "nbs" / "course"
+    text = "".join("".join(c["source"]) for p in sorted(course.glob("0[1-9]_*.ipynb"))
+                   for c in json.loads(p.read_text())["cells"])
+    names = ("route", "topk", "switch_forward", "lb_loss", "train_step", "group_by_expert", "grouped_encode",
+             "sparse_decode_backward", "encoder_flops", "expert_top_tokens", "nearest_other_expert")
+    for name in names:
+        body = inspect.getsource(getattr(S, name)).split("\n")[2:]
+        for line in body:
+            code = line.split("#")[0].strip()
+            uses_another = any(f"{n}(" in code for n in names)     # calling an exercise's function is not its answer
+            if len(code) > 20 and not uses_another and not code.startswith(("return", "for ", "with ", "N, d =", "M = N", "E = ")):
+                assert code not in text, f"the course notebooks show a line of the solution of {name}: {code!r}"
