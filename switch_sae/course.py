@@ -15,6 +15,7 @@ from .losses import lb_loss as lib_lb_loss
 from .train import make_optimizer
 from .geometry import nearest_neighbours
 from . import course_solutions
+from .sweep import flops_per_token
 
 # %% auto 0
 __all__ = ['SWITCH_MISTAKES', 'STEP_MISTAKES', 'MINE', 'CHECKED', 'solutions_enabled', 'default_device', 'show_solution',
@@ -443,7 +444,6 @@ def _read_mine(path) -> dict:
 def load_mine(*names: str, solutions: bool = False, path: str = MINE):
     "Your saved functions `names` (one, or a tuple), or the worked ones when `solutions` is true."
     if solutions:
-        from switch_sae import course_solutions
         got = tuple(getattr(course_solutions, n) for n in names)
     else:
         saved = _read_mine(path)
@@ -621,7 +621,6 @@ def check_sparse_decode_backward(sparse_decode_backward: Callable, device=None, 
 
 def check_encoder_flops(encoder_flops: Callable):
     "Check a learner's `encoder_flops(d, N, E) -> (dense, switch)`: forward FLOPs per token of the encoders."
-    from switch_sae.sweep import flops_per_token
     for d, N, E in ((64, 512, 8), (128, 4096, 16), (768, 32768, 32)):
         got = _call(encoder_flops, "encoder_flops", d, N, E)
         if not (isinstance(got, (tuple, list)) and len(got) == 2): _fail("encoder_flops should return (dense, switch).")
