@@ -169,36 +169,38 @@ class ExpertParallelSwitchSAE(SwitchSAE):
 def _ep_forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False) -> EPOutput:
     flat = self.scale_in(x)                                   # in the SAE's units, as in one process
     cfg, eg = self.cfg, self.ep
-    W, E, El, d = eg.world_size, cfg.n_experts, self.n_local_experts, cfg.d_in
-    r = route(flat, self.W_router, self.b_router, cfg.heaviside)
-    g = group_by_expert(r.expert, E)
-    glob = eg.all_reduce(torch.cat([g.counts, g.counts.new_tensor([len(flat)])]), "stats")   # [E + 1]
-    load, B = glob[:E], int(glob[E])
+    world, E, n_local, d = eg.world_size, cfg.n_experts, self.n_local_experts, cfg.d_in
+    routing = route(flat, self.W_router, self.b_router, cfg.heaviside)
+    groups = group_by_expert(routing.expert, E)
+    global_counts = eg.all_reduce(torch.cat([groups.counts, groups.counts.new_tensor([len(flat)])]), "stats")  # [E + 1]
+    load, B = global_counts[:E], int(global_counts[E])
     if B == 0: raise ValueError("the global batch is empty: every rank got 0 tokens.")
-    rc = eg.exchange(g.counts.view(W, El), [1] * W, [1] * W, "counts")    # [W, El]: tokens from rank j per local expert
-    send, recv = g.counts.view(W, El).sum(1).tolist(), rc.sum(1).tolist()
-    xs = Exchange.apply(flat[g.order] - self.b_dec, eg, send, recv, "fwd_x", "bwd_x")   # [T, d] received tokens
+    # [world, n_local]: the tokens that rank j sends to each of this rank's experts
+    recv_counts = eg.exchange(groups.counts.view(world, n_local), [1] * world, [1] * world, "counts")
+    send, recv = groups.counts.view(world, n_local).sum(1).tolist(), recv_counts.sum(1).tolist()
+    received = Exchange.apply(flat[groups.order] - self.b_dec, eg, send, recv, "fwd_x", "bwd_x")   # [T, d] received tokens
     # --- the owner: encode with the local experts, decode with the local decoder rows ---
-    le = torch.repeat_interleave(torch.arange(El, device=flat.device).repeat(W), rc.reshape(-1), output_size=len(xs))
-    gl = group_by_expert(le, El)
-    args = (xs, self.W_enc, gl, le, cfg.k, self.backend)
+    local_expert = torch.repeat_interleave(torch.arange(n_local, device=flat.device).repeat(world), recv_counts.reshape(-1),
+                                           output_size=len(received))
+    local_groups = group_by_expert(local_expert, n_local)
+    args = (received, self.W_enc, local_groups, local_expert, cfg.k, self.backend)
     vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)   # idx: local latent indices
     acts = F.relu(vals)
     y = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")   # [T, d]
     self._owner_codes = (acts.detach(), idx)
     # --- back to the origin ---
-    y = Exchange.apply(y, eg, recv, send, "fwd_y", "bwd_y")[g.inverse]
-    x_hat = y * r.gate[:, None].to(y.dtype) + self.b_dec
+    y = Exchange.apply(y, eg, recv, send, "fwd_y", "bwd_y")[groups.inverse]
+    x_hat = y * routing.gate[:, None].to(y.dtype) + self.b_dec
     top_acts = top_idx = None
     if codes:
         with torch.no_grad():
-            top_acts = eg.exchange(acts.detach(), recv, send, "fwd_codes")[g.inverse] * r.gate[:, None].to(acts.dtype)
-            top_idx = eg.exchange(idx + self.latent_lo, recv, send, "fwd_codes")[g.inverse]
+            top_acts = eg.exchange(acts.detach(), recv, send, "fwd_codes")[groups.inverse] * routing.gate[:, None].to(acts.dtype)
+            top_idx = eg.exchange(idx + self.latent_lo, recv, send, "fwd_codes")[groups.inverse]
     # --- losses: this rank's terms, normalised by the global batch; values all-reduced ---
     sse = (flat - x_hat).pow(2).sum()
     l2_part = sse / B
-    f = load.to(r.probs.dtype) / B
-    lb_part = E * (f * r.probs.sum(0)).sum() / B
+    f = load.to(routing.probs.dtype) / B
+    lb_part = E * (f * routing.probs.sum(0)).sum() / B
     xd = flat.detach().double()
     stats = torch.cat([torch.stack([l2_part.detach().double(), lb_part.detach().double(), sse.detach().double()]),
                        xd.sum(0), xd.pow(2).sum()[None]])
@@ -208,7 +210,7 @@ def _ep_forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = Fa
     total = l2 + cfg.lb_alpha * d * lb
     sst = stats[3 + d] - stats[3:3 + d].pow(2).sum() / B
     fve = (1 - stats[2] / sst).float()
-    enc = EncoderOutput(top_acts, top_idx, r.expert, r.probs)
+    enc = EncoderOutput(top_acts, top_idx, routing.expert, routing.probs)
     return EPOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc, fve, B, load)
 
 def _ep_encode(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> EncoderOutput:

@@ -50,7 +50,7 @@ def splice_metrics(model, tokens: torch.Tensor, hook: str, reconstruct: Callable
 # %% ../nbs/12_lm_eval.ipynb
 @torch.no_grad()
 def evaluate_lm(sae: SAEBase, model, tokens: torch.Tensor, hook: str, skip_first: int = 1, batch_size: int = 32) -> Dict:
-    "Every metric of SPEC section 4 for `sae` at `hook` of `model`, on held-out `tokens` [n, T]."
+    "Reconstruction (`08_evaluate`) and spliced-in (`splice_metrics`) metrics of `sae` at `hook` of `model` on held-out `tokens` [n, T]."
     acts: List[torch.Tensor] = []
     dtype = sae.W_dec.dtype
     def reconstruct(a): return sae(a.to(sae.W_dec.device, dtype)).x_hat.to(a.device)

@@ -175,18 +175,18 @@ def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
         logits = (flat - sae.b_router).to(sae.W_router.dtype) @ sae.W_router.T      # [B, E_r]
         p = F.softmax(logits, dim=-1)
     if cfg.top_e == 1:                                 # switch: the argmax expert, scaled by its probability
-        top_p, top_e = p.topk(1, dim=-1)
-        mask = torch.zeros_like(p).scatter(-1, top_e, top_p)
+        chosen_p, chosen = p.topk(1, dim=-1)
+        mask = torch.zeros_like(p).scatter(-1, chosen, chosen_p)
     else:                                              # moe: softmax over the ReLU'd logits of the top_e experts
-        top_l, top_e = logits.topk(cfg.top_e, dim=-1)
-        mask = F.softmax(torch.full_like(p, -math.inf).scatter(-1, top_e, F.relu(top_l)), dim=-1)
+        chosen_logits, chosen = logits.topk(cfg.top_e, dim=-1)
+        mask = F.softmax(torch.full_like(p, -math.inf).scatter(-1, chosen, F.relu(chosen_logits)), dim=-1)
     if cfg.heaviside: mask = (mask > 0).to(p.dtype)
     if cfg.shared_expert: mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=-1)   # always-on last expert
     f = z * mask.repeat_interleave(cfg.expert_size, dim=-1)
     acts, idx = f.topk(cfg.k, dim=-1, sorted=False)
     x_hat = torch.zeros_like(f).scatter(-1, idx, acts) @ sae.W_dec + sae.b_dec
-    expert = top_e[:, 0]
-    l2, lb = l2_loss(flat, x_hat), lb_loss(p, top_e.reshape(-1))
+    expert = chosen[:, 0]
+    l2, lb = l2_loss(flat, x_hat), lb_loss(p, chosen.reshape(-1))
     enc = EncoderOutput(acts, idx, expert, p)
     return SAEOutput((x_hat / sae.act_scale).reshape(x.shape), l2, lb, l2 + cfg.lb_alpha * cfg.d_in * lb, enc)
 
