@@ -83,7 +83,8 @@ BAD_VALUES = dict(d_in=[0, -1, 2.5, "64"], n_latents=[0, None], n_experts=[0, 3.
                   beta1=[1.0, -0.1], beta2=[1.5], decay_frac=[-0.1, 1.1], grad_clip=[0.0, -1.0], batch_size=[0, 1.5],
                   steps=[0, -10], seed=[1.5, "0"], device=["gpu", "cuda:x", 3], dtype=["float8", None],
                   autocast=["int8", True], compile=["no"], log_every=[0], ckpt_every=[-1], dead_tokens=[0],
-                  warn_windows=[0, 2.5], collapse_share=[-0.1, 1.0, None], dead_warn_frac=[-0.01, 1.5, "0.1"])
+                  warn_windows=[0, 2.5], collapse_share=[-0.1, 1.0, None], dead_warn_frac=[-0.01, 1.5, "0.1"],
+                  normalize=["yes", 1, None])
 
 
 def test_every_field_has_a_bad_value_table():

@@ -11,7 +11,7 @@ from switch_sae import distributed as D
 
 def _cfg(dtype="float64", **kw):
     return SwitchSAEConfig(**{**dict(d_in=16, n_latents=128, n_experts=8, k=4, dtype=dtype, batch_size=64, steps=6,
-                                     log_every=2, grad_clip=0.5, decay_frac=0.5, lb_alpha=1.0), **kw})
+                                     log_every=2, grad_clip=0.5, decay_frac=0.5, lb_alpha=0.01), **kw})
 
 def _batches(cfg, n=None, seed=0):
     g = torch.Generator().manual_seed(seed)
