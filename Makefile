@@ -41,7 +41,11 @@ $(SAELENS_VENV)/.installed: settings.ini setup.py
 # The interop tests and the SAELens notebook's flagged cells, in that environment (a few minutes, see tests_interop/)
 test-interop: interop-env
 	OMP_NUM_THREADS=1 $(SAELENS_PY) -m pytest -q tests_interop
-	OMP_NUM_THREADS=1 $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens
+	# once, in a fresh environment, sae_lens's import of pandas failed inside nbdev_test ("C extension: None not built")
+	# and passed on every rerun: a second try, said aloud, until the cause is found
+	OMP_NUM_THREADS=1 $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens || \
+	  { echo "22_saelens failed in .venv-saelens: trying once more"; \
+	    OMP_NUM_THREADS=1 $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens; }
 
 run: setup
 	$(BIN)/switch-sae train $(ARGS)
