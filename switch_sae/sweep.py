@@ -551,8 +551,12 @@ def repro_verdicts(rows: List[dict]) -> Dict[str, str]:
             if rule: parts.append(f"{_label(m, Nd)}: best {lr:.3g} = {lr / rule['lr']:.2g}x the rule, rule's MSE "
                                   f"{rule['mse'] / rs[lr]['mse']:.3f}x the best's")
         steps = next(r["steps"] for r in rows if r["phase"] == "lr-sweep")
+        top = max(r["lr"] for r in rows if r["phase"] == "lr-sweep")
+        edge = [m for m, lr in tuned.items() if math.isclose(lr, top, rel_tol=1e-3)]
         v["lr"] = (f"Learning rates ({steps:.0f}-step sweep at k = {next(r['k'] for r in rows if r['phase'] == 'lr-sweep'):.0f}; "
-                   f"the paper's rule is 2e-4 / sqrt(N / 2^14)): " + "; ".join(parts) + ".")
+                   f"the paper's rule is 2e-4 / sqrt(N / 2^14)): " + "; ".join(parts) + "."
+                   + (f" For {len(edge)} of the {len(tuned)} models the best rate is the largest tried ({top:.3g}): their "
+                      f"optimum at this length may lie higher." if edge else ""))
     main = [r for r in rows if r["phase"] == "main"]
     def pick(m, k, lr): return next((r for r in main if (r["arch"], r["n_latents"], r["n_experts"]) == m and r["k"] == k
                                      and lr is not None and math.isclose(r["lr"], lr, rel_tol=1e-3)), None)
