@@ -43,3 +43,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"bad inputs: {BAD_INPUTS['tried']} cases tried, {BAD_INPUTS['refused']} refused with a clear error, "
             f"{BAD_INPUTS['tried'] - BAD_INPUTS['refused']} not")
+
+
+def headless_chromium(tmp, chromium: str, chromedriver: str, window: str = "1400,1800"):
+    "A Selenium driver for Debian's Chromium, headless, with no network chatter (the browser tests share it)."
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--disable-dev-shm-usage", f"--window-size={window}", f"--user-data-dir={tmp / 'chromium-profile'}"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(chromedriver, log_output=str(tmp / "chromedriver.log")), options=opts)

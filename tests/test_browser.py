@@ -7,6 +7,7 @@ missing browser is an error: CI must run this test, not skip it."""
 import os, re, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
+from conftest import headless_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "nbs" / "14_inspector.ipynb"
@@ -84,16 +85,7 @@ def _stop(proc):
 
 
 def _browser(tmp: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--window-size=1500,1900", f"--user-data-dir={tmp / 'chromium-profile'}"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")), options=opts)
+    return headless_chromium(tmp, CHROMIUM, CHROMEDRIVER, "1500,1900")
 
 
 def test_inspector_notebook_in_browser(tmp_path):

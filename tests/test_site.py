@@ -10,6 +10,7 @@ import functools, html.parser, http.server, os, re, shutil, subprocess, sys, thr
 from pathlib import Path
 from urllib.parse import urljoin, urlparse, unquote
 import pytest
+from conftest import headless_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_docs"
@@ -115,16 +116,7 @@ def _browser(tmp: Path):
         pytest.skip(msg)
     if IN_CI: import selenium  # noqa: F401
     else: pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--window-size=1400,1800", f"--user-data-dir={tmp / 'chromium-profile'}"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")), options=opts)
+    return headless_chromium(tmp, CHROMIUM, CHROMEDRIVER, "1400,1800")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
