@@ -157,7 +157,8 @@ def api_pages(cfg: dict) -> tuple:
                         "(and the parameters' comments). Each module is generated from one notebook, linked at the top "
                         "of its page.", "", "| module | notebook | exported names |", "|---|---|---|"]
     for mod, syms in sorted(d["syms"].items()):
-        m = importlib.import_module(mod)
+        try: m, missing = importlib.import_module(mod), None
+        except ImportError as e: m, missing = None, e   # a module of an optional dependency (saelens needs sae_lens)
         short = mod.split(".", 1)[1]
         head = (ROOT / "switch_sae" / f"{short}.py").read_text().split("\n", 3)[:3]
         nbm = re.search(r"File to edit: \.\./nbs/(\S+\.ipynb)", "\n".join(head))
@@ -165,6 +166,8 @@ def api_pages(cfg: dict) -> tuple:
         items = []
         for full in syms:
             parts = full[len(mod) + 1:].split(".")
+            if m is None:
+                items.append((0, ".".join(parts), None)); continue
             obj = m
             try:
                 for p in parts: obj = getattr(obj, p)
@@ -179,8 +182,12 @@ def api_pages(cfg: dict) -> tuple:
             body += [f"Generated from the notebook [{t or nb_rel}](../nbs/{nb_rel}). {s}", ""]
         for line, name, obj in items:
             src = f"{cfg['git_url']}/blob/{cfg['branch']}/switch_sae/{short}.py" + (f"#L{line}" if line else "")
-            try: md = show_doc(obj, name=name)._repr_markdown_()
-            except Exception as e: md = f"### {name}\n\n(no documentation: {type(e).__name__})"
+            if m is None:
+                md = (f"### {name}\n\n(documented in the notebook: this module needs {missing.name or 'an optional package'}, "
+                      "which was not installed where the site was built)")
+            else:
+                try: md = show_doc(obj, name=name)._repr_markdown_()
+                except Exception as e: md = f"### {name}\n\n(no documentation: {type(e).__name__})"
             body += [_clean_show_doc(md, src), ""]
         pages[f"api/{short}.md"] = "\n".join(body)
         names = ", ".join(f"`{n}`" for _, n, _ in items if "." not in n)
