@@ -38,14 +38,13 @@ $(SAELENS_VENV)/.installed: settings.ini setup.py
 	$(SAELENS_PY) -m pip uninstall -q -y torchvision
 	touch $@
 
-# The interop tests and the SAELens notebook's flagged cells, in that environment (a few minutes, see tests_interop/)
+# The interop tests and the SAELens notebook's flagged cells, in that environment (a few minutes, see tests_interop/).
+# VIRTUAL_ENV must name that environment: IPython (under nbdev_test) adds $$VIRTUAL_ENV's site-packages to sys.path,
+# and with the default one exported above, its numpy 2 reached SAELens's pandas (built for numpy 1) and broke it.
+SAELENS_ENV := env VIRTUAL_ENV=$(abspath $(SAELENS_VENV)) PATH=$(abspath $(SAELENS_VENV))/bin:$(PATH) OMP_NUM_THREADS=1
 test-interop: interop-env
-	OMP_NUM_THREADS=1 $(SAELENS_PY) -m pytest -q tests_interop
-	# once, in a fresh environment, sae_lens's import of pandas failed inside nbdev_test ("C extension: None not built")
-	# and passed on every rerun: a second try, said aloud, until the cause is found
-	OMP_NUM_THREADS=1 $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens || \
-	  { echo "22_saelens failed in .venv-saelens: trying once more"; \
-	    OMP_NUM_THREADS=1 $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens; }
+	$(SAELENS_ENV) $(SAELENS_PY) -m pytest -q tests_interop
+	$(SAELENS_ENV) $(SAELENS_VENV)/bin/nbdev_test --path nbs/22_saelens.ipynb --flags saelens
 
 run: setup
 	$(BIN)/switch-sae train $(ARGS)
