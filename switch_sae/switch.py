@@ -135,9 +135,8 @@ class SwitchSAE(SAEBase):
         "The experts the router chooses among (`n_experts`, less the shared expert when there is one)."
         return self.cfg.n_routed_experts
 
-    def encode(self, x: torch.Tensor) -> EncoderOutput:
-        "Route each token of `x` [..., d_in] (raw activations) and encode it with its expert(s) only."
-        x = self.scale_in(x)
+    def encode_scaled(self, x: torch.Tensor) -> EncoderOutput:
+        "Route each token of `x` [tokens, d_in] (in the SAE's units, `scale_in`) and encode it with its expert(s) only."
         cfg = self.cfg
         if cfg.top_e == 1 and not cfg.shared_expert:
             r = route(x, self.W_router, self.b_router, cfg.heaviside)

@@ -14,7 +14,7 @@ from .losses import l2_loss
 
 # %% auto 0
 __all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'SAEBase', 'check_input', 'scale_in', 'scale_for', 'set_act_scale_',
-           'decode_scaled', 'decode', 'lb_term', 'forward', 'TopKSAE']
+           'decode_scaled', 'decode', 'lb_term', 'encode', 'forward', 'TopKSAE']
 
 # %% ../nbs/03_topk.ipynb
 class EncoderOutput(NamedTuple):
@@ -137,17 +137,22 @@ def lb_term(self: SAEBase, enc: EncoderOutput) -> torch.Tensor:
     "The load-balancing loss; zero for a dense SAE."
     return enc.top_acts.new_zeros(())
 
+def encode(self: SAEBase, x: torch.Tensor) -> EncoderOutput:
+    "Encode raw activations `x` [..., d_in]: `encode_scaled` (what each architecture defines) of `scale_in(x)`."
+    return self.encode_scaled(self.scale_in(x))
+
 def forward(self: SAEBase, x: torch.Tensor) -> SAEOutput:
     "Encode, decode and compute the losses `l2`, `lb` and `total` (in the SAE's units); `x_hat` in raw units."
     xs = self.scale_in(x)
-    enc = self.encode(x)
+    enc = self.encode_scaled(xs)
     x_hat = self.decode_scaled(enc.top_acts, enc.top_indices)
     l2 = l2_loss(xs, x_hat)
     lb = self.lb_term(enc)
     total = l2 + self.cfg.lb_alpha * self.cfg.d_in * lb
     return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
 
-SAEBase.decode_scaled, SAEBase.decode, SAEBase.lb_term, SAEBase.forward = decode_scaled, decode, lb_term, forward
+SAEBase.decode_scaled, SAEBase.decode, SAEBase.lb_term = decode_scaled, decode, lb_term
+SAEBase.encode, SAEBase.forward = encode, forward
 
 # %% ../nbs/03_topk.ipynb
 class TopKSAE(SAEBase):
@@ -156,9 +161,8 @@ class TopKSAE(SAEBase):
         super().__init__(cfg)
         self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, device=cfg.torch_device, dtype=cfg.torch_dtype))
 
-    def encode(self, x: torch.Tensor) -> EncoderOutput:
-        "Top-k latents of every token in `x` [..., d_in] (raw activations), flattened to [tokens, ...]."
-        x = self.scale_in(x)
+    def encode_scaled(self, x: torch.Tensor) -> EncoderOutput:
+        "Top-k latents of every token of `x` [tokens, d_in], already in the SAE's units (`scale_in`)."
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         B = x.shape[0]
