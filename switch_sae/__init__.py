@@ -24,7 +24,8 @@ from .geometry import geometry_report, duplicated_features, encoder_clustering, 
 from .switch import route_slots
 from .sweep import sweep, sweep_main, plot_sweep, sweep_verdicts, RunSpec, grid_runs, GRIDS
 
-from .distributed import ExpertParallelSwitchSAE, ExpertParallelTrainer, ExpertGroup, run_local
+from .group import ExpertGroup
+from .distributed import ExpertParallelSwitchSAE, run_local, train_local
 from .scaling import memory_per_rank, comm_per_step
 __all__ = ["SwitchSAEConfig", "SyntheticConfig", "SyntheticData", "feature_recovery", "routing_purity",
            "l2_loss", "lb_loss", "fve", "expert_load", "router_entropy",
@@ -34,7 +35,7 @@ __all__ = ["SwitchSAEConfig", "SyntheticConfig", "SyntheticData", "feature_recov
            "evaluate_lm", "splice_metrics", "tiny_lm", "Inspector", "RoutingInspector", "demo_sae",
            "geometry_report", "duplicated_features", "encoder_clustering", "expert_similarity",
            "route_slots", "sweep", "sweep_main", "plot_sweep", "sweep_verdicts", "RunSpec", "grid_runs", "GRIDS",
-           "ExpertParallelSwitchSAE", "ExpertParallelTrainer", "ExpertGroup", "load_sharded_sae", "run_local",
+           "ExpertParallelSwitchSAE", "ExpertGroup", "load_sharded_sae", "run_local", "train_local",
            "memory_per_rank", "comm_per_step"]
 
 # %% ../nbs/99_api.ipynb

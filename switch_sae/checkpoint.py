@@ -15,9 +15,10 @@ from .topk import SAEBase, TopKSAE
 from .switch import SwitchSAE
 from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
 from .shards import SHARD_INDEX, read_rows
+from .group import LOCAL  # noqa: F401  (it gives every SAE its `group` and `latent_range`)
 
 # %% auto 0
-__all__ = ['ARCH_CLASSES', 'load_sae', 'load_state', 'load_sharded_sae']
+__all__ = ['ARCH_CLASSES', 'read_config', 'load_sae', 'load_state', 'load_sharded_sae']
 
 # %% ../nbs/06_checkpoint.ipynb
 ARCH_CLASSES = {"switch": SwitchSAE, "topk": TopKSAE}
@@ -32,15 +33,20 @@ def save_pretrained(self: SAEBase, path):
             if f.exists(): f.unlink()
     atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
 
+def read_config(path) -> SwitchSAEConfig:
+    "The config of the checkpoint folder `path`, or a `CheckpointError` that says what is wrong."
+    path = Path(path)
+    if not path.is_dir(): raise CheckpointError(f"no checkpoint folder at {path}: expected a folder holding cfg.json and model.safetensors.")
+    try: return SwitchSAEConfig.load(path / "cfg.json")
+    except FileNotFoundError as e: raise CheckpointError(f"{path} holds no cfg.json: is it a switch_sae checkpoint folder?") from e
+    except (ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'} is not a valid config: {e}") from e
+
 def load_sae(path, device=None, cls=None) -> SAEBase:
     "Load the SAE saved in the folder `path` (any architecture), optionally onto `device`."
     path = Path(path)
-    if not path.is_dir(): raise CheckpointError(f"no checkpoint folder at {path}: expected a folder holding cfg.json and model.safetensors.")
     if (path / SHARD_INDEX).exists():   # written in shards by an expert-parallel run (16_distributed): merge them
         return load_sharded_sae(path, device, cls)
-    try: cfg = SwitchSAEConfig.load(path / "cfg.json")
-    except FileNotFoundError as e: raise CheckpointError(f"{path} holds no cfg.json: is it a switch_sae checkpoint folder?") from e
-    except (ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'} is not a valid config: {e}") from e
+    cfg = read_config(path)
     if device is not None: cfg.device = str(device)
     want = ARCH_CLASSES[cfg.arch]
     if cls is not None and cls is not SAEBase and not issubclass(want, cls):
@@ -68,19 +74,21 @@ def from_pretrained(cls: SAEBase, path, device=None) -> SAEBase:
     "Load a checkpoint folder written by `save_pretrained`."
     return load_sae(path, device, cls)
 
-def load_sharded_sae(path, device=None, cls=None):
+def load_sharded_sae(path, device=None, cls=None) -> SwitchSAE:
     "Merge the shards of a folder written by `ExpertParallelSwitchSAE.save_pretrained` into one `SwitchSAE`."
-    path = Path(path)
-    try: cfg = SwitchSAEConfig.load(path / "cfg.json")
-    except FileNotFoundError as e: raise CheckpointError(f"{path} holds {SHARD_INDEX} but no cfg.json.") from e
-    except (ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'} is not a valid config: {e}") from e
+    cfg = read_config(path)
     if cls is not None and not issubclass(SwitchSAE, cls):
         raise CheckpointError(f"{path} holds a sharded 'switch' SAE, not a {cls.__name__}; load it with "
                               f"SwitchSAE.from_pretrained or switch_sae.load_sae.")
     if device is not None: cfg.device = str(device)
-    sae = SwitchSAE(cfg)
-    load_state(sae, read_rows(path, 0, cfg.n_latents), str(path))
-    return sae
+    return SwitchSAE(cfg).load_rows_(path)
+
+@patch
+def load_rows_(self: SAEBase, path) -> SAEBase:
+    """Load into this SAE, in place, the rows of its `latent_range` (all of them, in one process) and the
+    replicated parameters from the folder `path`, written in one process or in shards at any world size."""
+    load_state(self, read_rows(path, *self.latent_range), str(path))
+    return self
 
 
 # %% ../nbs/06_checkpoint.ipynb

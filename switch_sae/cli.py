@@ -4,53 +4,21 @@
 
 # %% ../nbs/20_cli.ipynb 3
 from __future__ import annotations
-import argparse, datetime, errno, json, os, sys
-from safetensors import SafetensorError
+import argparse, json, sys
 from pathlib import Path
 from typing import List, Optional
-from .config import SwitchSAEConfig, PRESETS
-from .args import add_dataclass_args, given_args
 from .data import SyntheticConfig
 from .files import atomic_write_text
-from .train import train, prepare_out_dir, NonFiniteError, BatchTooLargeError
 from .checkpoint import load_sae
 from .activations import ActivationConfig
-from .sources import SyntheticSource, LMSource, make_source, round_metrics, finish_run, check_resume_source
-from .distributed import run_train_expert_parallel
+from .sources import SyntheticSource, LMSource, round_metrics
+from .run import add_train_args, run_train
 from .bench import bench_main
 from .sweep import sweep_main
 from .interop import interop_main
 
 # %% auto 0
-__all__ = ['run_train', 'run_eval', 'make_parser', 'main']
-
-# %% ../nbs/20_cli.ipynb
-def run_train(args) -> dict:
-    "`switch-sae train`."
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # under torchrun: experts sharded over the processes (16_distributed)
-        return run_train_expert_parallel(args)
-    cfg, src = make_source(args, given_args(SwitchSAEConfig, args))
-    out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    try: out = prepare_out_dir(out, args.resume, args.overwrite)
-    except (FileExistsError, NotADirectoryError): raise
-    except OSError as e: raise SystemExit(f"error: cannot use --out {out}: {e.strerror or e}; choose a folder you can write to.")
-    described = src.describe()
-    if args.resume: check_resume_source(out, described)
-    atomic_write_text(out / "data.json", json.dumps(described, indent=2))
-    E = cfg.n_experts if cfg.arch == "switch" else 1
-    print(f"training a {cfg.arch} SAE (d_in={cfg.d_in}, N={cfg.n_latents}, E={E}, k={cfg.k}) on {args.data} activations "
-          f"for {cfg.steps} steps of {cfg.batch_size}; writing to {out}", flush=True)
-    try: tr = train(cfg, src.batches, out=out, resume=args.resume, progress=not args.no_progress)
-    except (NonFiniteError, BatchTooLargeError) as e: raise SystemExit(f"error: {e}")
-    except (OSError, SafetensorError) as e:
-        if isinstance(e, SafetensorError) or getattr(e, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
-            raise SystemExit(f"error: could not write a checkpoint in {out}: {e}. The checkpoints written before are intact "
-                             f"(in {out / 'checkpoints'}); free some space and continue with --resume.")
-        raise
-    m = finish_run(out, tr, src, cfg, "switch-sae " + " ".join(args.argv))
-    print(json.dumps(round_metrics(m)))
-    print(f"wrote {out}/report.md")
-    return m
+__all__ = ['run_eval', 'make_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb
 def run_eval(args) -> dict:
@@ -74,26 +42,11 @@ def run_eval(args) -> dict:
 
 # %% ../nbs/20_cli.ipynb
 def make_parser() -> argparse.ArgumentParser:
+    "The parser of `switch-sae` and its subcommands."
     p = argparse.ArgumentParser(prog="switch-sae", description="Train and evaluate Switch Sparse Autoencoders.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an SAE and write its folder and report")
-    t.add_argument("--data", default="lm", help="'lm': a language model's activations (default: the shipped tiny LM); "
-                   "'synthetic': synthetic data with known features (default: lm)")
-    t.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for the metrics (default: 16384)")
-    g = t.add_argument_group("SAE and training (SwitchSAEConfig); with --data lm the defaults are overridden by the preset "
-                             + ", ".join(f"{k}={v}" for k, v in PRESETS["lm"].items()) + ", and d_in is the model's width")
-    add_dataclass_args(g, SwitchSAEConfig)
-    a = t.add_argument_group("language-model activations (ActivationConfig), with --data lm")
-    add_dataclass_args(a, ActivationConfig, skip=("batch_size", "seed", "device", "dtype"))
-    a.add_argument("--cache", default=None, help="folder of an on-disk activation cache: made on first use, reused after")
-    a.add_argument("--eval-dataset", default=None, help="held-out text (default: --dataset, its 'heldout' split for stdlib)")
-    a.add_argument("--eval-split", default=None, help="split of the held-out text")
-    s = t.add_argument_group("synthetic data (SyntheticConfig), with --data synthetic")
-    add_dataclass_args(s, SyntheticConfig, prefix="syn_", skip=("d_in",))
+    add_train_args(t)
     sub.add_parser("bench", add_help=False, help="time the dense TopK SAE, the reference formulation and ours "
                    "(switch-sae bench --help)")
     sub.add_parser("sweep", add_help=False, help="the paper's experiments (TopK vs Switch, variants, lb_alpha, Heaviside): "

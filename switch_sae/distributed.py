@@ -4,87 +4,29 @@
 
 # %% ../nbs/16_distributed.ipynb 3
 from __future__ import annotations
-import dataclasses, datetime, itertools, json, math, os, shutil, socket, time, traceback
-from collections import defaultdict
+import dataclasses, datetime, itertools, json, os, socket, time, traceback
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import Callable, Iterable, List, NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
+from fastcore.basics import patch
 from .config import SwitchSAEConfig
 from .topk import EncoderOutput, geometric_median, scale_for
 from .router import route, group_by_expert
 from .switch import SwitchSAE, RoutedEncoder, expert_topk
 from .version import __version__
-from .args import given_args
-from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
-from .shards import SHARD_INDEX, shard_name, read_rows, trainer_tensors
-from .checkpoint import load_state, load_sharded_sae
-from .train import (Trainer, checkpoints, optimizer_tensors, check_resumable, restore_trainer_state, train,
-                              prepare_out_dir, NonFiniteError)
-from .activations import ActivationConfig, ActivationStore, cache_activations
-from .sources import make_source, finish_run, round_metrics, check_resume_source
+from .files import atomic_write_text, save_tensors
+from .shards import SHARD_INDEX, shard_name
+from .group import ExpertGroup
+from .train import train
+from .activations import ActivationConfig, ActivationStore
 
 # %% auto 0
-__all__ = ['GATHER_INIT_MAX', 'ExpertGroup', 'Exchange', 'GlobalValue', 'check_expert_split', 'EPOutput',
-           'ExpertParallelSwitchSAE', 'ExpertParallelTrainer', 'save_sharded_checkpoint', 'load_sharded_checkpoint',
-           'latest_sharded_checkpoint', 'shard_batches', 'RankActivationStore', 'rank_lm_batches', 'free_port',
-           'run_local', 'init_from_env', 'run_train_expert_parallel', 'train_single', 'train_expert_parallel']
-
-# %% ../nbs/16_distributed.ipynb
-class ExpertGroup:
-    "The ranks that share the experts, the collectives the expert-parallel model uses, and the bytes they send."
-    def __init__(self, group=None):
-        self.group = group
-        self.on = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank(group) if self.on else 0
-        self.world_size = dist.get_world_size(group) if self.on else 1
-        self.bytes: Dict[str, int] = defaultdict(int)   # bytes this rank sent to other ranks, by phase
-        self.calls: Dict[str, int] = defaultdict(int)
-
-    @property
-    def is_main(self) -> bool: return self.rank == 0
-
-    def reset_counts(self): self.bytes.clear(); self.calls.clear()
-
-    def all_reduce(self, t: torch.Tensor, phase: str = "all_reduce") -> torch.Tensor:
-        "Sum `t` over the ranks, in place; counts the payload (`t`'s bytes), not the algorithm's traffic."
-        if self.world_size > 1:
-            dist.all_reduce(t, group=self.group)
-            self.bytes[phase] += t.numel() * t.element_size(); self.calls[phase] += 1
-        return t
-
-    def broadcast(self, t: torch.Tensor, src: int = 0) -> torch.Tensor:
-        if self.world_size > 1: dist.broadcast(t, src, group=self.group)
-        return t
-
-    def barrier(self):
-        if self.world_size > 1: dist.barrier(group=self.group)
-
-    def exchange(self, x: torch.Tensor, send: List[int], recv: List[int], phase: str) -> torch.Tensor:
-        "All-to-all of the rows of `x`: `send[j]` rows (in order) go to rank j, `recv[j]` rows come from it."
-        out = x.new_empty((sum(recv),) + tuple(x.shape[1:]))
-        if self.world_size == 1:
-            out.copy_(x); return out
-        dist.all_to_all_single(out, x.contiguous(), recv, send, group=self.group)
-        row = math.prod(x.shape[1:]) * x.element_size()
-        self.bytes[phase] += (sum(send) - send[self.rank]) * row; self.calls[phase] += 1
-        return out
-
-    def all_gather_rows(self, t: torch.Tensor) -> torch.Tensor:
-        "Concatenate equal-shaped `t` of every rank along dim 0 (rank order)."
-        if self.world_size == 1: return t.clone()
-        parts = [torch.empty_like(t) for _ in range(self.world_size)]
-        dist.all_gather(parts, t.contiguous(), group=self.group)
-        return torch.cat(parts)
-
-    def agree(self, ok: bool) -> bool:
-        "True on every rank when `ok` is true on every rank."
-        t = torch.tensor([0 if ok else 1], dtype=torch.int64)
-        if self.world_size > 1: dist.all_reduce(t, group=self.group)
-        return int(t) == 0
+__all__ = ['GATHER_INIT_MAX', 'Exchange', 'GlobalValue', 'check_expert_split', 'EPOutput', 'ExpertParallelSwitchSAE',
+           'RankSlices', 'shard_batches', 'RankActivationStore', 'rank_lm_batches', 'free_port', 'run_local',
+           'init_from_env', 'train_local']
 
 # %% ../nbs/16_distributed.ipynb
 class Exchange(torch.autograd.Function):
@@ -144,7 +86,7 @@ class ExpertParallelSwitchSAE(SwitchSAE):
         eg = group if isinstance(group, ExpertGroup) else ExpertGroup(group)
         check_expert_split(cfg, eg.world_size)
         super().__init__(cfg, backend, sparse_grad)          # the single-process initialisation, in full
-        self.ep = eg
+        self._group = eg
         self.n_local_experts = cfg.n_experts // eg.world_size
         self.latent_lo = eg.rank * self.n_local_experts * cfg.expert_size
         self.latent_hi = self.latent_lo + self.n_local_experts * cfg.expert_size
@@ -153,6 +95,16 @@ class ExpertParallelSwitchSAE(SwitchSAE):
             self.W_dec = nn.Parameter(self.W_dec[self.latent_lo:self.latent_hi].clone())
             for p in self.replicated(): eg.broadcast(p.data)
         self._owner_codes = None
+
+    @property
+    def group(self) -> ExpertGroup:
+        "The ranks that share the experts."
+        return self._group
+
+    @property
+    def latent_range(self) -> tuple:
+        "This rank's latents `[lo, hi)`: those of its experts."
+        return (self.latent_lo, self.latent_hi)
 
     @property
     def n_local_latents(self) -> int: return self.latent_hi - self.latent_lo
@@ -166,9 +118,11 @@ class ExpertParallelSwitchSAE(SwitchSAE):
         return [self.W_enc, self.W_dec]
 
 # %% ../nbs/16_distributed.ipynb
-def _ep_forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False) -> EPOutput:
+@patch
+def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False) -> EPOutput:
+    "Route, exchange, encode and decode on the owners, exchange back; losses over the global batch."
     flat = self.scale_in(x)                                   # in the SAE's units, as in one process
-    cfg, eg = self.cfg, self.ep
+    cfg, eg = self.cfg, self.group
     world, E, n_local, d = eg.world_size, cfg.n_experts, self.n_local_experts, cfg.d_in
     routing = route(flat, self.W_router, self.b_router, cfg.heaviside)
     groups = group_by_expert(routing.expert, E)
@@ -213,24 +167,25 @@ def _ep_forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = Fa
     enc = EncoderOutput(top_acts, top_idx, routing.expert, routing.probs)
     return EPOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc, fve, B, load)
 
-def _ep_encode(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> EncoderOutput:
+@patch
+def encode(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> EncoderOutput:
     "Route, exchange and encode this rank's tokens of `x`; the codes come back with global latent indices."
-    return _ep_forward(self, x, codes=True).enc
+    return self.forward(x, codes=True).enc
 
-def _ep_decode(self, top_acts, top_indices):
+@patch
+def decode(self: ExpertParallelSwitchSAE, top_acts, top_indices):
     raise NotImplementedError("an expert-parallel SAE cannot decode arbitrary codes on one rank (it holds only its "
                               "experts' decoder rows): use forward(x), or the merged model load_sae(folder) / "
                               "model.to_single().")
 
-ExpertParallelSwitchSAE.forward, ExpertParallelSwitchSAE.encode, ExpertParallelSwitchSAE.decode = _ep_forward, _ep_encode, _ep_decode
-
 # %% ../nbs/16_distributed.ipynb
 GATHER_INIT_MAX = 2**24   # numbers in the global batch up to which the init gathers it (exactly the one-process median)
 
+@patch
 @torch.no_grad()
-def _ep_init_biases_(self: ExpertParallelSwitchSAE, x: torch.Tensor, max_iter: int = 100, tol: float = 1e-5):
+def init_biases_(self: ExpertParallelSwitchSAE, x: torch.Tensor, max_iter: int = 100, tol: float = 1e-5):
     "Set `b_dec` and `b_router` to the geometric median of the global batch (Weiszfeld, as `geometric_median`)."
-    eg = self.ep
+    eg = self.group
     pts = self.scale_in(x).float()
     sizes = eg.all_gather_rows(torch.tensor([len(pts)]))
     if bool((sizes == len(pts)).all()) and int(sizes.sum()) * pts.shape[1] <= GATHER_INIT_MAX:
@@ -249,20 +204,24 @@ def _ep_init_biases_(self: ExpertParallelSwitchSAE, x: torch.Tensor, max_iter: i
     self.b_dec.copy_(eg.broadcast(guess).to(self.b_dec.dtype))
     self.b_router.copy_(self.b_dec)
 
+@patch
 @torch.no_grad()
-def _ep_sync_grads_(self: ExpertParallelSwitchSAE):
+def sync_grads_(self: ExpertParallelSwitchSAE):
     "Sum the replicated parameters' gradients over the ranks (one all-reduce)."
     ps = self.replicated()
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in ps])
-    self.ep.all_reduce(flat, "grads")
+    self.group.all_reduce(flat, "grads")
     for p, g in zip(ps, flat.split([p.numel() for p in ps])): p.grad = g.view_as(p).clone()
 
+@patch
 @torch.no_grad()
-def _ep_clip_grad_norm_(self: ExpertParallelSwitchSAE, max_norm: float) -> torch.Tensor:
-    "Clip the norm of the global gradient (all shards, replicated parameters once) to `max_norm`; returns the norm."
+def clip_grad_norm_(self: ExpertParallelSwitchSAE, max_norm: float) -> torch.Tensor:
+    """Sum the replicated parameters' gradients over the ranks (`sync_grads_`), then clip the norm of the global
+    gradient (all shards, replicated parameters once) to `max_norm`; returns the norm."""
+    self.sync_grads_()
     grads = [p.grad for p in self.sharded() if p.grad is not None]
     sq = torch.stack([g.double().pow(2).sum() for g in grads]).sum() if grads else torch.zeros((), dtype=torch.float64)
-    sq = self.ep.all_reduce(sq.reshape(1), "clip")[0]
+    sq = self.group.all_reduce(sq.reshape(1), "clip")[0]
     rep = [p.grad for p in self.replicated() if p.grad is not None]
     if rep: sq = sq + torch.stack([g.double().pow(2).sum() for g in rep]).sum()
     norm = sq.sqrt()
@@ -271,168 +230,88 @@ def _ep_clip_grad_norm_(self: ExpertParallelSwitchSAE, max_norm: float) -> torch
         if p.grad is not None: p.grad.mul_(coef.to(p.grad.dtype))
     return norm
 
+@patch
 @torch.no_grad()
-def _ep_set_act_scale_(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> float:
+def set_act_scale_(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> float:
     "`act_scale` from the mean squared norm of the global batch (every rank's `x`), as one process would choose it."
     sq = self.check_input(x).double().pow(2).sum(-1)
-    s = self.ep.all_reduce(torch.stack([sq.sum(), sq.new_tensor(float(len(sq)))]), "init")
+    s = self.group.all_reduce(torch.stack([sq.sum(), sq.new_tensor(float(len(sq)))]), "init")
     scale = scale_for((s[0] / s[1]).item(), self.cfg.d_in)
     self.act_scale.fill_(scale)
     return scale
 
-ExpertParallelSwitchSAE.init_biases_, ExpertParallelSwitchSAE.set_act_scale_ = _ep_init_biases_, _ep_set_act_scale_
-ExpertParallelSwitchSAE.sync_grads_ = _ep_sync_grads_
-ExpertParallelSwitchSAE.clip_grad_norm_ = _ep_clip_grad_norm_
-
 # %% ../nbs/16_distributed.ipynb
-def _ep_save_pretrained(self: ExpertParallelSwitchSAE, path):
-    "Collective: every rank writes its shard into the folder `path`; rank 0 writes the replicated part and the index."
-    path, eg = Path(path), self.ep
+@patch
+def save_pretrained(self: ExpertParallelSwitchSAE, path):
+    """Every rank writes its shard into the folder `path`; rank 0 writes the replicated part, the config and the
+    index. Every rank calls it; if any rank fails to write, every rank raises."""
+    path, eg = Path(path), self.group
+    error = None
+    try: self.write_shard_files(path)
+    except Exception as e: error = e
+    if not eg.agree(error is None):
+        raise error if error is not None else OSError(f"another rank failed to write its part of {path}.")
+
+@patch
+def write_shard_files(self: ExpertParallelSwitchSAE, path):
+    "This rank's files of the sharded folder `path` (no collective)."
+    eg = self.group
     path.mkdir(parents=True, exist_ok=True)
     save_tensors({"W_enc": self.W_enc, "W_dec": self.W_dec}, path / shard_name("model", eg.rank, eg.world_size),
                  {"arch": "switch", "latents": f"{self.latent_lo}:{self.latent_hi}"})
-    eg.barrier()
-    if eg.is_main:
-        save_tensors({"b_dec": self.b_dec, "W_router": self.W_router, "b_router": self.b_router, "act_scale": self.act_scale},
-                     path / "replicated.safetensors", {"arch": "switch"})
-        atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
-        M = self.n_local_latents
-        index = dict(format="switch_sae expert shards", version=1, world_size=eg.world_size,
-                     n_latents=self.cfg.n_latents, n_experts=self.cfg.n_experts, replicated="replicated.safetensors",
-                     shards=[dict(file=shard_name("model", r, eg.world_size), latents=[r * M, (r + 1) * M])
-                             for r in range(eg.world_size)])
-        for stale in list(path.glob("model-*-of-*.safetensors")) + [path / "model.safetensors"]:
-            if stale.exists() and stale.name not in {s["file"] for s in index["shards"]}: stale.unlink()
-        atomic_write_text(path / SHARD_INDEX, json.dumps(index, indent=2))
-    eg.barrier()
-
-ExpertParallelSwitchSAE.save_pretrained = _ep_save_pretrained
+    if not eg.is_main: return
+    save_tensors({"b_dec": self.b_dec, "W_router": self.W_router, "b_router": self.b_router, "act_scale": self.act_scale},
+                 path / "replicated.safetensors", {"arch": "switch"})
+    atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
+    rows = self.n_local_latents
+    shards = [dict(file=shard_name("model", r, eg.world_size), latents=[r * rows, (r + 1) * rows]) for r in range(eg.world_size)]
+    index = dict(format="switch_sae expert shards", version=1, world_size=eg.world_size, n_latents=self.cfg.n_latents,
+                 n_experts=self.cfg.n_experts, replicated="replicated.safetensors", shards=shards)
+    for stale in [*path.glob("model-*-of-*.safetensors"), path / "model.safetensors"]:
+        if stale.exists() and stale.name not in {s["file"] for s in shards}: stale.unlink()
+    atomic_write_text(path / SHARD_INDEX, json.dumps(index, indent=2))
 
 # %% ../nbs/16_distributed.ipynb
+@patch
 @torch.no_grad()
-def _ep_to_single(self: ExpertParallelSwitchSAE) -> SwitchSAE:
+def to_single(self: ExpertParallelSwitchSAE) -> SwitchSAE:
     "Collective: the whole model as one `SwitchSAE` on every rank (all-gathers the shards; for small models and tests)."
     sae = SwitchSAE(self.cfg, self.backend, self.sparse_grad)
     sd = {k: v.detach() for k, v in self.state_dict().items()}
-    sd["W_enc"], sd["W_dec"] = self.ep.all_gather_rows(self.W_enc.detach()), self.ep.all_gather_rows(self.W_dec.detach())
+    sd["W_enc"], sd["W_dec"] = self.group.all_gather_rows(self.W_enc.detach()), self.group.all_gather_rows(self.W_dec.detach())
     sae.load_state_dict(sd)
     return sae
 
+# %% ../nbs/16_distributed.ipynb
+@patch
 @torch.no_grad()
-def _ep_load_rows_(self: ExpertParallelSwitchSAE, path):
-    "Load this rank's rows (and the replicated parameters) from the folder `path`, written at any world size."
-    sd = read_rows(path, self.latent_lo, self.latent_hi)
-    load_state(self, sd, str(path))
-    return self
-
-ExpertParallelSwitchSAE.to_single, ExpertParallelSwitchSAE.load_rows_ = _ep_to_single, _ep_load_rows_
-
-# %% ../nbs/16_distributed.ipynb
-class ExpertParallelTrainer(Trainer):
-    "A `Trainer` for `ExpertParallelSwitchSAE`: global gradient clipping and statistics, sharded checkpoints."
-    def __init__(self, cfg: SwitchSAEConfig, model: Optional[ExpertParallelSwitchSAE] = None, group=None):
-        model = model if model is not None else ExpertParallelSwitchSAE(cfg, group)
-        super().__init__(cfg, model)
-        self.tokens_since_fired = torch.zeros(model.n_local_latents, dtype=torch.long, device=self.device)
-
-    @property
-    def is_main(self) -> bool: return self.model.ep.is_main
-
-    def clip_grads_(self):
-        self.model.sync_grads_()
-        return self.model.clip_grad_norm_(self.cfg.grad_clip)
-
-    def should_stop(self, requested: bool) -> bool:
-        "Stop when any rank was asked to (Ctrl-C reaches the ranks at different steps): one tiny all-reduce a step."
-        return not self.model.ep.agree(not requested)
-
-    @torch.no_grad()
-    def _record(self, x, out: EPOutput):
-        acts, idx = self.model._owner_codes
-        hits = torch.zeros(self.model.n_local_latents, dtype=torch.int32, device=self.device)
-        hits.index_add_(0, idx.reshape(-1), (acts > 0).reshape(-1).to(torch.int32))
-        self.tokens_since_fired.add_(out.tokens).masked_fill_(hits > 0, 0)
-        self._load.add_(out.load)
-        self._pending.append(torch.stack([out.l2.detach().float(), out.lb.detach().float(),
-                                          out.total.detach().float(), out.fve.float()]))
-        self.step += 1; self.tokens += out.tokens
-        if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps: self.flush()
-
-    def dead_frac(self) -> float:
-        window = min(self.cfg.dead_tokens, max(self.tokens, 1))
-        dead = self.model.ep.all_reduce((self.tokens_since_fired >= window).sum().reshape(1).double(), "stats")
-        return (dead / self.cfg.n_latents).item()
-
-    def save(self, out, keep: int = 2, stream: bool = True) -> Path: return save_sharded_checkpoint(self, out, keep, stream)
+def step_stats(self: ExpertParallelSwitchSAE, x: torch.Tensor, out: EPOutput) -> tuple:
+    "(firings of this rank's latents, global tokens per expert, global tokens, global FVE) of the step that gave `out`."
+    acts, idx = self._owner_codes
+    fired = torch.zeros(self.n_local_latents, dtype=torch.int32, device=acts.device)
+    fired.index_add_(0, idx.reshape(-1), (acts > 0).reshape(-1).to(torch.int32))
+    return fired, out.load, out.tokens, out.fve.float()
 
 # %% ../nbs/16_distributed.ipynb
-@torch.no_grad()
-def save_sharded_checkpoint(tr: ExpertParallelTrainer, out, keep: int = 2, stream: bool = True) -> Path:
-    "Collective: write `tr`'s state to `out/checkpoints/step_<step>` in shards, atomically; keep the `keep` newest."
-    tr.flush()
-    eg = tr.model.ep
-    root = Path(out) / "checkpoints"
-    final, tmp = root / f"step_{tr.step:07d}", root / f".tmp_step_{tr.step:07d}"
-    if eg.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists(): shutil.rmtree(tmp)
-        tmp.mkdir()
-    eg.barrier()
-    tr.model.save_pretrained(tmp)
-    opt = {f"opt.{k}": v for k, v in optimizer_tensors(tr.opt).items()}
-    mine = {k: v for k, v in opt.items() if k.startswith(("opt.0.", "opt.1."))}
-    save_tensors({**mine, "tokens_since_fired": tr.tokens_since_fired, "rng_cpu": torch.get_rng_state()},
-                 tmp / shard_name("trainer", eg.rank, eg.world_size))
-    if eg.is_main:
-        save_tensors({k: v for k, v in opt.items() if k not in mine}, tmp / "trainer-replicated.safetensors")
-        state = dict(step=tr.step, tokens=tr.tokens, sched=tr.sched.state_dict(), world_size=eg.world_size,
-                     param_groups=tr.opt.state_dict()["param_groups"], history=tr.history)
-        atomic_write_text(tmp / "trainer.json", json.dumps(state))
-    eg.barrier()
-    if eg.is_main:
-        if final.exists(): shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(root.glob("step_*"))[:-keep]: shutil.rmtree(old, ignore_errors=True)
-    eg.barrier()
-    return final
+class RankSlices:
+    """Rank `rank`'s slice of every global batch of `batches`: rows `rank B/W .. (rank+1) B/W`. Its state is the
+    global stream's, so a checkpoint saves where the stream stood when that stream can say so."""
+    def __init__(self, batches: Iterable[torch.Tensor], rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+        if hasattr(batches, "state_dict") and hasattr(batches, "load_state_dict"):
+            self.state_dict, self.load_state_dict = batches.state_dict, batches.load_state_dict
 
-def load_sharded_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None, group=None) -> ExpertParallelTrainer:
-    "Collective: an `ExpertParallelTrainer` at the state of the checkpoint folder `path`, written at any world size."
-    path = Path(path)
-    try: saved = SwitchSAEConfig.load(path / "cfg.json")
-    except (FileNotFoundError, ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'}: {e}") from e
-    check_resumable(path, saved, cfg)
-    cfg = cfg or saved
-    model = ExpertParallelSwitchSAE(cfg, group)
-    model.load_rows_(path)
-    tr = ExpertParallelTrainer(cfg, model)
-    ts = trainer_tensors(path, model.latent_lo, model.latent_hi)
-    state = restore_trainer_state(tr, path, ts)
-    if state.get("world_size", 1) == model.ep.world_size and "rng_cpu" in ts:
-        own = load_tensors(path / shard_name("trainer", model.ep.rank, model.ep.world_size)) if model.ep.world_size > 1 else ts
-        torch.set_rng_state(own["rng_cpu"])
-    return tr
+    def __iter__(self):
+        for b in self.batches:
+            size = b.shape[0]
+            if size % self.world_size:
+                raise ValueError(f"the global batch ({size}) is not divisible by the world size ({self.world_size}); "
+                                 f"choose --batch-size as a multiple of {self.world_size}.")
+            yield b[self.rank * size // self.world_size:(self.rank + 1) * size // self.world_size]
 
-def latest_sharded_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None, group=None) -> Optional[ExpertParallelTrainer]:
-    "Collective: the newest checkpoint in `out` that every rank can read, falling back (and saying so) past damaged ones."
-    eg = group if isinstance(group, ExpertGroup) else ExpertGroup(group)
-    for p in reversed(checkpoints(out)):
-        err = None
-        try: tr = load_sharded_checkpoint(p, cfg, eg)
-        except CheckpointError as e: tr, err = None, e
-        if eg.agree(err is None): return tr
-        if eg.is_main: print(f"warning: skipping damaged checkpoint {p.name}: {err or 'damaged on another rank'}")
-    return None
-
-# %% ../nbs/16_distributed.ipynb
-def shard_batches(batches: Iterable[torch.Tensor], rank: int, world_size: int):
-    "Rank `rank`'s slice of every global batch: rows `rank B/W .. (rank+1) B/W`."
-    for b in batches:
-        B = b.shape[0]
-        if B % world_size:
-            raise ValueError(f"the global batch ({B}) is not divisible by the world size ({world_size}); choose "
-                             f"--batch-size as a multiple of {world_size}.")
-        yield b[rank * B // world_size:(rank + 1) * B // world_size]
+def shard_batches(batches: Iterable[torch.Tensor], rank: int, world_size: int) -> RankSlices:
+    "Rank `rank`'s slice of every global batch of `batches` (a `RankSlices`)."
+    return RankSlices(batches, rank, world_size)
 
 class RankActivationStore(ActivationStore):
     "An `ActivationStore` that runs the language model on every `world_size`-th context only, from the `rank`-th."
@@ -440,17 +319,19 @@ class RankActivationStore(ActivationStore):
         super().__init__(cfg, lm)
         self.rank, self.world_size = rank, world_size
 
-    def contexts(self, loop: bool = False):
-        for i, ctx in enumerate(super().contexts(loop)):
-            if i % self.world_size == self.rank: yield ctx
+    def contexts(self, loop: bool = False, start: Optional[dict] = None):
+        "This rank's contexts: every `world_size`-th of the stream, from the `rank`-th (`start` as in `ActivationStore`)."
+        for ctx in super().contexts(loop, start):
+            if (self.position["context"] - 1) % self.world_size == self.rank: yield ctx
 
 def rank_lm_batches(src, rank: int, world_size: int) -> Callable:
     """Batches of `B / W` activations that this rank's language model computes on its own share of the contexts,
     shuffled with its own seed: a function `start_step -> iterator`, like `LMSource.batches`."""
     act = dataclasses.replace(src.act, batch_size=src.act.batch_size // world_size, seed=src.act.seed + 1000 * rank)
-    return lambda start: itertools.islice(iter(RankActivationStore(act, src.lm, rank, world_size)), start, None)
+    return lambda start: iter(RankActivationStore(act, src.lm, rank, world_size)).starting_at(start)
 
 def free_port() -> int:
+    "A TCP port free on this machine now."
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
@@ -488,7 +369,8 @@ def run_local(fn: Callable, world_size: int, *args, timeout: float = 300):
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead and q.empty(): raise RuntimeError(f"run_local: a process exited with code {dead[0].exitcode}.")
                 continue
-            (res.__setitem__(rank, val) if status == "ok" else errors.append((rank, val)))
+            if status == "ok": res[rank] = val
+            else: errors.append((rank, val))
             if errors: deadline = min(deadline, time.time() + 5)   # collect the other ranks' errors for a moment
     finally:
         collected.set()
@@ -510,86 +392,18 @@ def init_from_env() -> Optional[ExpertGroup]:
     return ExpertGroup()
 
 # %% ../nbs/16_distributed.ipynb
-def _share(eg: ExpertGroup, obj):
-    "Rank 0's `obj` on every rank."
-    if eg.world_size == 1: return obj
-    box = [obj]; dist.broadcast_object_list(box, src=0, group=eg.group)
-    return box[0]
-
-def run_train_expert_parallel(args, eg: Optional[ExpertGroup] = None) -> Optional[dict]:
-    "`switch-sae train` on every rank of a `torchrun` launch; rank 0 evaluates and writes the report (returns its metrics)."
-    own = eg is None and not dist.is_initialized()
-    eg = eg or init_from_env() or ExpertGroup()
-    try:
-        sae_kw = given_args(SwitchSAEConfig, args)
-        if torch.cuda.is_available() and sae_kw.get("device", "auto") in ("auto", "cuda"):
-            sae_kw["device"] = f"cuda:{torch.cuda.current_device()}"
-        cfg, src = make_source(args, sae_kw)
-        check_expert_split(cfg, eg.world_size)
-        if cfg.batch_size % eg.world_size:
-            raise ValueError(f"batch_size ({cfg.batch_size}) is the global batch and must be divisible by the world size "
-                             f"({eg.world_size}); choose --batch-size as a multiple of {eg.world_size}.")
-        out = Path(_share(eg, str(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))))
-        problem = None
-        if eg.is_main:
-            try:
-                prepare_out_dir(out, args.resume, args.overwrite)
-                described = src.describe()
-                if args.resume: check_resume_source(out, described)
-                rank_streams = args.data == "lm" and getattr(src, "cache", None) is None
-                atomic_write_text(out / "data.json", json.dumps(dict(described, world_size=eg.world_size,
-                                                                     rank_streams=rank_streams), indent=2))
-            except (ValueError, OSError) as e: problem = f"{e}"
-        problem = _share(eg, problem)
-        if problem: raise SystemExit(f"error: {problem}")
-        if eg.is_main:
-            print(f"training a switch SAE (d_in={cfg.d_in}, N={cfg.n_latents}, E={cfg.n_experts}, k={cfg.k}) on {args.data} "
-                  f"activations for {cfg.steps} steps of {cfg.batch_size}, experts sharded over {eg.world_size} processes "
-                  f"({dist.get_backend() if eg.on else 'none'}, {cfg.n_experts // eg.world_size} experts each); writing to {out}",
-                  flush=True)
-        tr = latest_sharded_checkpoint(out, cfg, eg) if args.resume else None
-        if args.resume and eg.is_main:
-            print(f"resuming from step {tr.step} in {out}." if tr else f"no checkpoint in {out}: starting a new run.")
-        tr = tr or ExpertParallelTrainer(cfg, group=eg)
-        if args.data == "lm" and getattr(src, "cache", None) is None:   # each rank's LM on its own share of the text
-            batches = rank_lm_batches(src, eg.rank, eg.world_size)
-        else:
-            if getattr(src, "cache", None) is not None:   # rank 0 writes the cache; then every rank reads it
-                if eg.is_main: cache_activations(ActivationStore(src.act, src.lm), src.cache, cfg.steps * cfg.batch_size)
-                eg.barrier()
-            batches = lambda start: shard_batches(src.batches(start), eg.rank, eg.world_size)
-        try: tr = train(cfg, batches, out=out, resume=args.resume, progress=not args.no_progress, trainer=tr)
-        except NonFiniteError as e: raise SystemExit(f"error: {e}")
-        eg.barrier()
-        m = None
-        if eg.is_main:
-            view = SimpleNamespace(model=load_sharded_sae(out, device=cfg.device), step=tr.step, tokens=tr.tokens,
-                                   seconds=tr.seconds, history=tr.history)
-            m = finish_run(out, view, src, cfg, f"torchrun --nproc-per-node {eg.world_size} -m switch_sae.cli "
-                           + " ".join(args.argv))
-            print(json.dumps(round_metrics(m)))
-            print(f"wrote {out}/report.md")
-        eg.barrier()
-        return m
-    finally:
-        if own and dist.is_initialized(): dist.destroy_process_group()
-
-# %% ../nbs/16_distributed.ipynb
-def train_single(cfg: SwitchSAEConfig, batches: List[torch.Tensor]) -> Trainer:
-    "The single-process reference: `Trainer(cfg)` on the global batches."
-    tr = Trainer(cfg)
-    for x in batches: tr.train_step(x)
-    tr.flush()
-    return tr
-
-def train_expert_parallel(rank: int, world_size: int, cfg: SwitchSAEConfig, batches: List[torch.Tensor],
-                          out: Optional[str] = None, resume: bool = False) -> dict:
-    "One rank of an expert-parallel run on the global `batches`; returns the merged state, history and bytes sent."
+def _train_rank(rank: int, world_size: int, cfg: SwitchSAEConfig, batches: List[torch.Tensor], out, resume: bool) -> dict:
+    "One rank of `train_local`."
     eg = ExpertGroup()
-    tr = (latest_sharded_checkpoint(out, cfg, eg) if resume else None) or ExpertParallelTrainer(cfg, group=eg)
-    for x in list(shard_batches(batches, rank, world_size))[tr.step:]: tr.train_step(x)
-    tr.flush()
-    if out is not None: tr.save(out)
+    model = ExpertParallelSwitchSAE(cfg, eg)
+    tr = train(cfg, lambda start: itertools.islice(shard_batches(batches, rank, world_size), start, None), out=out,
+               resume=resume, progress=False, model=model)
     single = tr.model.to_single()
     return dict(state={k: v.clone() for k, v in single.state_dict().items()}, history=tr.history,
                 bytes=dict(eg.bytes), calls=dict(eg.calls), step=tr.step)
+
+def train_local(cfg: SwitchSAEConfig, batches: List[torch.Tensor], world_size: int, out=None, resume: bool = False,
+                timeout: float = 300) -> List[dict]:
+    """Train an `ExpertParallelSwitchSAE` on the global `batches` over `world_size` local processes (gloo); for each
+    rank: the merged model's `state`, the `history`, the `bytes` and `calls` it sent by phase, and its `step`."""
+    return run_local(_train_rank, world_size, cfg, batches, None if out is None else str(out), resume, timeout=timeout)

@@ -13,14 +13,18 @@ from .config import SwitchSAEConfig
 from .files import CheckpointError, load_tensors
 
 # %% auto 0
-__all__ = ['SHARD_INDEX', 'shard_name', 'read_index', 'read_rows', 'trainer_tensors']
+__all__ = ['SHARD_INDEX', 'ROW_SHARDED', 'shard_name', 'rank_file', 'read_index', 'read_rows', 'trainer_tensors']
 
 # %% ../nbs/05b_shards.ipynb
 SHARD_INDEX = "shards.json"
 
 def shard_name(kind: str, rank: int, world_size: int) -> str:
-    "The file of rank `rank` of `world_size` for `kind` ('model' or 'trainer')."
+    "The file of rank `rank` of `world_size` for `kind` ('model', 'trainer' or 'data')."
     return f"{kind}-{rank:05d}-of-{world_size:05d}.safetensors"
+
+def rank_file(kind: str, rank: int, world_size: int) -> str:
+    "The file that rank `rank` writes for `kind`: `<kind>.safetensors` in a one-process run, its shard otherwise."
+    return f"{kind}.safetensors" if world_size == 1 else shard_name(kind, rank, world_size)
 
 # %% ../nbs/05b_shards.ipynb
 def read_index(path) -> dict:
@@ -33,7 +37,7 @@ def read_index(path) -> dict:
     try: return json.loads((path / SHARD_INDEX).read_text())
     except (OSError, json.JSONDecodeError) as e: raise CheckpointError(f"{path / SHARD_INDEX} is unreadable or corrupt ({e}).") from e
 
-_ROW_SHARDED = ("W_enc", "W_dec", "opt.0.", "opt.1.", "tokens_since_fired")
+ROW_SHARDED = ("W_enc", "W_dec", "opt.0.", "opt.1.", "tokens_since_fired")
 
 def read_rows(path, lo: int, hi: int, kind: str = "model") -> Dict[str, torch.Tensor]:
     """Tensors of the `kind` files ('model' or 'trainer') of the folder `path` for latents `[lo, hi)`: row-sharded
@@ -46,9 +50,9 @@ def read_rows(path, lo: int, hi: int, kind: str = "model") -> Dict[str, torch.Te
         slo, shi = s["latents"]
         a, b = max(lo, slo), min(hi, shi)
         if a >= b: continue
-        f = s["file"] if kind == "model" else ("trainer.safetensors" if single else shard_name("trainer", r, ix["world_size"]))
+        f = s["file"] if kind == "model" else rank_file("trainer", r, 1 if single else ix["world_size"])
         for k, v in load_tensors(path / f).items():
-            if k.startswith(_ROW_SHARDED) and v.ndim >= 1:
+            if k.startswith(ROW_SHARDED) and v.ndim >= 1:
                 if v.shape[0] != shi - slo:
                     raise CheckpointError(f"{path / f}: {k} has {v.shape[0]} rows, its index says latents {slo}:{shi}.")
                 parts[k].append(v[a - slo:b - slo])

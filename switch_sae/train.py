@@ -12,15 +12,18 @@ from tqdm.auto import tqdm
 from .config import SwitchSAEConfig, DTYPES
 from .losses import fve
 from .topk import SAEBase
+from fastcore.basics import patch
 from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
-from .shards import SHARD_INDEX, trainer_tensors
-from .checkpoint import ARCH_CLASSES, load_sae
+from .shards import ROW_SHARDED, rank_file, trainer_tensors
+from .group import LOCAL
+from .checkpoint import ARCH_CLASSES, read_config
 
 # %% auto 0
 __all__ = ['MODEL_FIELDS', 'RUN_FILES', 'build_sae', 'lr_factor', 'make_optimizer', 'keep_freed_memory', 'health_warnings',
-           'NonFiniteError', 'Trainer', 'optimizer_tensors', 'save_checkpoint', 'drop_stream_state', 'checkpoints',
-           'check_resumable', 'restore_trainer_state', 'load_checkpoint', 'remove_unfinished', 'latest_checkpoint',
-           'prepare_out_dir', 'train', 'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
+           'NonFiniteError', 'Trainer', 'optimizer_tensors', 'trainer_files', 'stream_state', 'save_checkpoint',
+           'drop_stream_state', 'checkpoints', 'check_resumable', 'restore_trainer_state', 'load_checkpoint',
+           'remove_unfinished', 'latest_checkpoint', 'prepare_out_dir', 'train', 'BatchTooLargeError',
+           'fitting_batch_size', 'out_of_memory_error']
 
 # %% ../nbs/07_train.ipynb
 def build_sae(cfg: SwitchSAEConfig) -> SAEBase:
@@ -102,15 +105,32 @@ def health_warnings(history: List[dict], cfg: SwitchSAEConfig, n_experts: int):
     return warns, alerts
 
 # %% ../nbs/07_train.ipynb
+@patch
+def clip_grad_norm_(self: SAEBase, max_norm: float) -> torch.Tensor:
+    "Clip the norm of the gradient of all parameters to `max_norm`; returns the norm before clipping."
+    return torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+
+@patch
+def step_stats(self: SAEBase, x: torch.Tensor, out) -> tuple:
+    """What the trainer records of a step on `x` whose forward pass gave `out`: (how often each of this process's
+    latents fired [n_latents], tokens per expert [n_experts], tokens, FVE of the batch)."""
+    e = out.enc
+    fired = torch.zeros(self.cfg.n_latents, dtype=torch.int32, device=x.device)
+    fired.index_add_(0, e.top_indices.reshape(-1), (e.top_acts > 0).reshape(-1).to(torch.int32))
+    load = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).index_add_(0, e.expert, torch.ones_like(e.expert))
+    return fired, load, x.shape[0], fve(x, out.x_hat.detach())
+
+# %% ../nbs/07_train.ipynb
 class NonFiniteError(RuntimeError):
     "NaN or Inf in the activations or the loss."
 
 class Trainer:
-    "A training run's complete state, and its step."
-    is_main = True   # the process that prints and writes run files (rank 0 of an expert-parallel run, `16_distributed`)
+    """A training run's complete state, and its step: in one process, or on each rank of a run whose experts are
+    spread over several processes (`model` an `ExpertParallelSwitchSAE`, `16_distributed`)."""
     def __init__(self, cfg: SwitchSAEConfig, model: Optional[SAEBase] = None):
         self.cfg = cfg
         self.model = model if model is not None else build_sae(cfg)
+        self.group = self.model.group          # the processes that share this run (this one alone: `05c_group`)
         self.device = self.model.W_dec.device
         if self.device.type == "cpu": keep_freed_memory()
         self.forward = torch.compile(self.model) if cfg.compile else self.model
@@ -119,11 +139,17 @@ class Trainer:
         self.opt = make_optimizer(self.model, cfg)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.step, self.tokens = 0, 0
-        self.tokens_since_fired = torch.zeros(cfg.n_latents, dtype=torch.long, device=self.device)
+        lo, hi = self.model.latent_range     # the latents this process holds, whose firing it tracks
+        self.tokens_since_fired = torch.zeros(hi - lo, dtype=torch.long, device=self.device)
         self.history: List[dict] = []
         self._pending, self._load = [], torch.zeros(self.model.n_experts, dtype=torch.long, device=self.device)
         self.alerts: List[str] = []          # problems going on now, short (progress bar); see `health_warnings`
         self.data_stream, self.data_state = None, None   # the batch stream, its saved state (see `save_checkpoint`)
+
+    @property
+    def is_main(self) -> bool:
+        "Whether this process prints and writes the files every process would write the same (rank 0)."
+        return self.group.is_main
 
     def train_step(self, x: torch.Tensor) -> None:
         "One optimisation step on the activations `x` [batch, d_in]."
@@ -144,39 +170,33 @@ class Trainer:
                                  + ("Check the activation source for NaN/Inf." if cause == "activations" else
                                     "Try a lower learning rate (--lr) or float32."))
         out.total.backward()
-        self.clip_grads_()
+        m.clip_grad_norm_(cfg.grad_clip)
         m.remove_gradient_parallel_to_decoder_directions()
         self.opt.step(); self.opt.zero_grad(set_to_none=True); self.sched.step()
         self._record(x, out)
 
-    def clip_grads_(self):
-        "Clip the global gradient norm to `cfg.grad_clip` (the expert-parallel trainer first sums replicated gradients)."
-        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-
     def should_stop(self, requested: bool) -> bool:
-        "Whether to stop after this step (an expert-parallel trainer stops when any rank asks)."
-        return requested
+        "Whether to stop after this step: when any process was asked to (Ctrl-C reaches them at different steps)."
+        return not self.group.agree(not requested)
 
     def save(self, out, keep: int = 2, stream: bool = True) -> Path:
-        "Write a checkpoint into `out/checkpoints` (`save_checkpoint`; sharded for an expert-parallel trainer)."
+        "Write a checkpoint into `out/checkpoints` (`save_checkpoint`)."
         return save_checkpoint(self, out, keep, stream)
 
     @torch.no_grad()
     def _record(self, x, out):
-        e = out.enc
-        hits = torch.zeros(self.cfg.n_latents, dtype=torch.int32, device=self.device)
-        hits.index_add_(0, e.top_indices.reshape(-1), (e.top_acts > 0).reshape(-1).to(torch.int32))
-        self.tokens_since_fired.add_(x.shape[0]).masked_fill_(hits > 0, 0)
-        self._load.index_add_(0, e.expert, torch.ones_like(e.expert))
-        self._pending.append(torch.stack([out.l2.detach().float(), out.lb.detach().float(),
-                                          out.total.detach().float(), fve(x, out.x_hat.detach())]))
-        self.step += 1; self.tokens += x.shape[0]
+        fired, load, tokens, f = self.model.step_stats(x, out)
+        self.tokens_since_fired.add_(tokens).masked_fill_(fired > 0, 0)
+        self._load.add_(load)
+        self._pending.append(torch.stack([out.l2.detach().float(), out.lb.detach().float(), out.total.detach().float(), f]))
+        self.step += 1; self.tokens += tokens
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps: self.flush()
 
     def dead_frac(self) -> float:
-        "Fraction of latents silent for the last min(dead_tokens, tokens seen) tokens."
+        "Fraction of latents silent for the last min(dead_tokens, tokens seen) tokens (over every process's latents)."
         window = min(self.cfg.dead_tokens, max(self.tokens, 1))
-        return (self.tokens_since_fired >= window).float().mean().item()
+        dead = self.group.all_reduce((self.tokens_since_fired >= window).sum().reshape(1).double(), "stats")
+        return (dead / self.cfg.n_latents).item()
 
     def flush(self):
         "Move the pending per-step numbers into `history` (one host sync)."
@@ -201,53 +221,84 @@ def optimizer_tensors(opt) -> Dict[str, torch.Tensor]:
     sd = opt.state_dict()
     return {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
 
-def _stream_state(stream) -> Optional[tuple]:
+def trainer_files(tr: Trainer) -> Dict[str, Dict[str, torch.Tensor]]:
+    """The tensors this process writes into a checkpoint, by file: all of them in `trainer.safetensors` in one
+    process; with several, each rank's rows in its own shard and rank 0 the replicated parameters' (`05b_shards`)."""
+    g = tr.group
+    opt = {f"opt.{k}": v for k, v in optimizer_tensors(tr.opt).items()}
+    own = {"tokens_since_fired": tr.tokens_since_fired, "rng_cpu": torch.get_rng_state()}
+    if g.world_size == 1: return {"trainer.safetensors": {**opt, **own}}
+    rows = {k: v for k, v in opt.items() if k.startswith(ROW_SHARDED)}
+    files = {rank_file("trainer", g.rank, g.world_size): {**rows, **own}}
+    if g.is_main: files["trainer-replicated.safetensors"] = {k: v for k, v in opt.items() if k not in rows}
+    return files
+
+def stream_state(stream) -> Optional[tuple]:
     "The batch stream's state split into (tensors, JSON), if the stream can save one."
     if not hasattr(stream, "state_dict") or not hasattr(stream, "load_state_dict"): return None
     sd = stream.state_dict()
     return ({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)},
             {k: v for k, v in sd.items() if not isinstance(v, torch.Tensor)})
 
+# %% ../nbs/07_train.ipynb
+def _write_state(tr: Trainer, folder: Path, streams: Optional[list], stream_tensors: Optional[dict]):
+    "This process's part of a checkpoint into `folder` (no collective but the model's own)."
+    g = tr.group
+    tr.model.save_pretrained(folder)
+    for name, tensors in trainer_files(tr).items(): save_tensors(tensors, folder / name)
+    if streams is not None: save_tensors(stream_tensors, folder / rank_file("data", g.rank, g.world_size))
+    if g.is_main:
+        state = dict(step=tr.step, tokens=tr.tokens, sched=tr.sched.state_dict(), world_size=g.world_size,
+                     param_groups=tr.opt.state_dict()["param_groups"], history=tr.history)
+        if streams is not None: state["data_states"] = streams
+        atomic_write_text(folder / "trainer.json", json.dumps(state))
+
 @torch.no_grad()
 def save_checkpoint(tr: Trainer, out, keep: int = 2, stream: bool = True) -> Path:
-    """Write the run's state to `out/checkpoints/step_<step>` atomically; keep the `keep` newest.
-    A folder half written (a full disk, an error) is removed; the previous checkpoints stay.
-    With `stream=False` the batch stream's state is left out (a resume then replays the stream to the step)."""
+    """Write the run's state to `out/checkpoints/step_<step>` atomically; keep the `keep` newest. Every process of
+    the run calls it. A folder half written (a full disk, an error on any process) is removed and the previous
+    checkpoints stay. With `stream=False` the batch stream's state is left out (a resume replays the stream)."""
     tr.flush()
-    root = Path(out) / "checkpoints"; root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{tr.step:07d}"
-    tmp = root / f".tmp_step_{tr.step:07d}"
-    if tmp.exists(): shutil.rmtree(tmp)
-    try:
-        tr.model.save_pretrained(tmp)
-        save_tensors({**{f"opt.{k}": v for k, v in optimizer_tensors(tr.opt).items()},
-                      "tokens_since_fired": tr.tokens_since_fired,
-                      "rng_cpu": torch.get_rng_state()}, tmp / "trainer.safetensors")
-        state = dict(step=tr.step, tokens=tr.tokens, sched=tr.sched.state_dict(),
-                     param_groups=tr.opt.state_dict()["param_groups"], history=tr.history)
-        stream = _stream_state(tr.data_stream) if stream else None
-        if stream is not None:
-            save_tensors(stream[0], tmp / "data.safetensors")
-            state["data_state"] = stream[1]
-        atomic_write_text(tmp / "trainer.json", json.dumps(state))
+    g = tr.group
+    root = Path(out) / "checkpoints"
+    final, tmp = root / f"step_{tr.step:07d}", root / f".tmp_step_{tr.step:07d}"
+    own = stream_state(tr.data_stream) if stream else None
+    streams = g.gather_objects(own[1] if own is not None else None)
+    if any(s is None for s in streams): streams = None          # every rank's stream, or none
+    if g.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists(): shutil.rmtree(tmp)
+        tmp.mkdir()
+    g.barrier()
+    error = None
+    try: _write_state(tr, tmp, streams, own[0] if own is not None else None)
+    except BaseException as e: error = e
+    if not g.agree(error is None):
+        if g.is_main: shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None: raise error
+        raise CheckpointError(f"checkpoint step {tr.step} not written: another process failed to write its part (its error "
+                              f"says why). The checkpoints before it in {root} are intact.")
+    if g.is_main:
         if final.exists(): shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    kept = sorted(p for p in root.glob("step_*"))
-    for old in kept[:-keep]: shutil.rmtree(old, ignore_errors=True)
-    for old in kept[-keep:-1]: drop_stream_state(old)   # the newest checkpoint alone keeps it
+        kept = sorted(p for p in root.glob("step_*"))
+        for old in kept[:-keep]: shutil.rmtree(old, ignore_errors=True)
+        for old in kept[-keep:-1]: drop_stream_state(old)   # the newest checkpoint alone keeps it
+    g.barrier()
     return final
 
 def drop_stream_state(path) -> None:
-    "Remove the batch stream's state from the checkpoint `path` (trainer.json first, so no reader ever misses the file)."
+    "Remove the batch stream's state from the checkpoint `path` (trainer.json first, so no reader ever misses a file)."
     path = Path(path)
-    if not (path / "data.safetensors").exists(): return
+    files = [path / "data.safetensors", *path.glob("data-*-of-*.safetensors")]
+    if not any(f.exists() for f in files): return
     state = json.loads((path / "trainer.json").read_text())
-    if state.pop("data_state", None) is not None: atomic_write_text(path / "trainer.json", json.dumps(state))
-    (path / "data.safetensors").unlink()
+    if state.pop("data_states", None) is not None or state.pop("data_state", None) is not None:
+        atomic_write_text(path / "trainer.json", json.dumps(state))
+    for f in files:
+        if f.exists(): f.unlink()
 
+# %% ../nbs/07_train.ipynb
 MODEL_FIELDS = ("arch", "d_in", "n_latents", "n_experts", "k", "heaviside", "shared_expert", "top_e", "dtype")
 
 def checkpoints(out) -> List[Path]:
@@ -278,22 +329,25 @@ def restore_trainer_state(tr: Trainer, path, ts: Dict[str, torch.Tensor]) -> dic
     tr.step, tr.tokens, tr.history = state["step"], state["tokens"], state["history"]
     return state
 
-def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None) -> Trainer:
-    "Rebuild a `Trainer` from a checkpoint folder, exactly as it was when saved."
+def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None, model: Optional[SAEBase] = None) -> Trainer:
+    """Rebuild a `Trainer` from a checkpoint folder, exactly as it was when saved. `model` is the SAE to load it
+    into (every process of an expert-parallel run passes its `ExpertParallelSwitchSAE`); by default a new one."""
     path = Path(path)
-    model = load_sae(path, device=cfg.device if cfg else None)
-    check_resumable(path, model.cfg, cfg)
-    if cfg is not None: model.cfg = cfg
-    tr = Trainer(cfg or model.cfg, model)
-    if (path / SHARD_INDEX).exists():   # written by an expert-parallel run (16_distributed): merge the shards
-        ts = trainer_tensors(path, 0, model.cfg.n_latents)
-    else: ts = load_tensors(path / "trainer.safetensors")
-    state = restore_trainer_state(tr, path, ts)
-    torch.set_rng_state(ts["rng_cpu"])
-    if "data_state" in state:   # where the batch stream stood (see `train`)
-        tr.data_state = {**state["data_state"], **load_tensors(path / "data.safetensors")}
+    saved = read_config(path)
+    check_resumable(path, saved, cfg)
+    cfg = cfg or saved
+    model = (model if model is not None else build_sae(cfg)).load_rows_(path)
+    tr = Trainer(cfg, model)
+    g = tr.group
+    state = restore_trainer_state(tr, path, trainer_tensors(path, *model.latent_range))
+    if state.get("world_size", 1) == g.world_size:   # the same processes: their random state and streams, each its own
+        torch.set_rng_state(load_tensors(path / rank_file("trainer", g.rank, g.world_size))["rng_cpu"])
+        streams = state.get("data_states") or ([state["data_state"]] if "data_state" in state else None)
+        if streams is not None:   # where each process's batch stream stood (see `train`)
+            tr.data_state = {**streams[g.rank], **load_tensors(path / rank_file("data", g.rank, g.world_size))}
     return tr
 
+# %% ../nbs/07_train.ipynb
 def remove_unfinished(out) -> List[str]:
     "Remove what an interrupted write left in the run folder `out`: `.tmp_step_*` folders and atomic-write temp files."
     out, gone = Path(out), []
@@ -304,11 +358,16 @@ def remove_unfinished(out) -> List[str]:
             p.unlink(); gone.append(p.name)
     return gone
 
-def latest_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None) -> Optional[Trainer]:
-    "The newest readable checkpoint in `out`, falling back to older ones (and saying so) if the newest is damaged."
+def latest_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None, model: Optional[SAEBase] = None) -> Optional[Trainer]:
+    """The newest checkpoint in `out` that every process can read, falling back to older ones (and saying so) past
+    damaged ones; None if there is none."""
+    g = model.group if model is not None else LOCAL
     for p in reversed(checkpoints(out)):
-        try: return load_checkpoint(p, cfg)
-        except CheckpointError as e: print(f"warning: skipping damaged checkpoint {p.name}: {e}")
+        error = None
+        try: tr = load_checkpoint(p, cfg, model)
+        except CheckpointError as e: tr, error = None, e
+        if g.agree(error is None): return tr
+        if g.is_main: print(f"warning: skipping damaged checkpoint {p.name}: {error or 'damaged on another process'}")
     return None
 
 # %% ../nbs/07_train.ipynb
@@ -350,22 +409,37 @@ def _postfix(h: dict, n_experts: int, alerts=()) -> dict:
     if alerts: pf["warn"] = "; ".join(alerts)
     return pf
 
+def _prepare_shared_out_dir(out, resume: bool, overwrite: bool, group) -> Path:
+    "`prepare_out_dir` on rank 0; every process raises if it failed there."
+    error = None
+    if group.is_main:
+        try: prepare_out_dir(out, resume, overwrite)
+        except (OSError, ValueError) as e: error = e
+    if not group.agree(error is None):
+        raise error if error is not None else RuntimeError(f"the main process could not prepare the output folder {out}.")
+    return Path(out)
+
 def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None) -> Trainer:
+          overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None,
+          model: Optional[SAEBase] = None) -> Trainer:
     """Train an SAE for `cfg.steps` steps on `batches`: an iterable of [batch, d_in] tensors, or a
     function `start_step -> iterable` (what lets a resumed run continue on the same data).
     An iterable with `state_dict()` / `load_state_dict()` has its state saved in each checkpoint
     and restored on resume (instead of being replayed up to the step).
     With `out`, checkpoints go to `out/checkpoints` and the final model to `out`; with `resume`,
-    the run continues from the newest checkpoint in `out`."""
+    the run continues from the newest checkpoint in `out`. `model` is the SAE to train (by default a
+    new one; `trainer` a run already under way); with an expert-parallel model (`16_distributed`)
+    every process calls `train`, each with its own slice of every batch."""
+    if trainer is None and model is None: model = build_sae(cfg)
+    group = (trainer.model if trainer is not None else model).group
+    say = print if group.is_main else (lambda *a, **k: None)
     if out is not None:
-        out = prepare_out_dir(out, resume, overwrite)
+        out = _prepare_shared_out_dir(out, resume, overwrite, group)
         if resume and trainer is None:
-            trainer = latest_checkpoint(out, cfg)
-            if trainer is None: print(f"no checkpoint in {out}: starting a new run.")
-            else: print(f"resuming from step {trainer.step} in {out}.")
-    tr = trainer or Trainer(cfg)
-    say = print if tr.is_main else (lambda *a, **k: None)
+            trainer = latest_checkpoint(out, cfg, model)
+            if trainer is None: say(f"no checkpoint in {out}: starting a new run.")
+            else: say(f"resuming from step {trainer.step} in {out}.")
+    tr = trainer or Trainer(cfg, model)
     if out is not None and tr.is_main:
         for name in remove_unfinished(out): say(f"removed {name}, left by an interrupted write.")
     bar = tqdm(total=cfg.steps, initial=tr.step, disable=not (progress and tr.is_main), dynamic_ncols=True, desc="train")
@@ -441,9 +515,14 @@ def fitting_batch_size(tr: Trainer, x: torch.Tensor) -> int:
 
 def out_of_memory_error(tr: Trainer, x: torch.Tensor, detail: str) -> BatchTooLargeError:
     "The error to stop with when the step on `x` ran out of memory, with a batch size that fits."
+    g, bf16 = tr.group, (" or --autocast bfloat16" if tr.cfg.autocast is None else "")
+    if g.world_size > 1:   # trying smaller batches would need every process: name the next size down instead
+        return BatchTooLargeError(f"step {tr.step}: out of memory on {tr.device} (rank {g.rank} of {g.world_size}, its "
+                                  f"{len(x)} rows of the global batch_size={tr.cfg.batch_size}; {detail}). Run again with "
+                                  f"--batch-size {tr.cfg.batch_size // 2}{bf16}, or over more processes; the checkpoints "
+                                  f"written so far are those before this step.")
     B, b = len(x), fitting_batch_size(tr, x)
     head = f"step {tr.step}: out of memory on {tr.device} with batch_size={B} ({detail}). "
-    bf16 = " or --autocast bfloat16" if tr.cfg.autocast is None else ""
     if b == 0:
         return BatchTooLargeError(head + f"Not even a batch of 1 fits: the model (n_latents={tr.cfg.n_latents}, "
                                   f"d_in={tr.cfg.d_in}) and its optimizer state need a device with more memory, or a "

@@ -1,13 +1,23 @@
 """Expert parallelism (nbs/16_distributed.ipynb) on CPU with gloo: 2 and 4 processes train to the same weights as one
 process on the same global batches; sharded checkpoints load at other world sizes; torchrun end to end."""
-import json, os, subprocess, sys
+import errno, json, os, subprocess, sys
+from pathlib import Path
 import pytest
 import torch
 from switch_sae.config import SwitchSAEConfig
 from switch_sae.checkpoint import load_sae
 from switch_sae.switch import SwitchSAE
-from switch_sae.train import load_checkpoint, checkpoints
+from switch_sae.train import Trainer, train, load_checkpoint, checkpoints
+from switch_sae.group import ExpertGroup
 from switch_sae import distributed as D
+
+
+def _train_single(cfg, batches):
+    "The one-process reference: a `Trainer` on the global batches."
+    tr = Trainer(cfg)
+    for x in batches: tr.train_step(x)
+    tr.flush()
+    return tr
 
 def _cfg(dtype="float64", **kw):
     return SwitchSAEConfig(**{**dict(d_in=16, n_latents=128, n_experts=8, k=4, dtype=dtype, batch_size=64, steps=6,
@@ -38,8 +48,8 @@ def _close_history(h1, h2, rtol):
 def test_same_weights_as_one_process_float64(world):
     cfg, batches = _cfg(), None
     batches = _batches(cfg)
-    single = D.train_single(cfg, batches)
-    res = D.run_local(D.train_expert_parallel, world, cfg, batches)
+    single = _train_single(cfg, batches)
+    res = D.train_local(cfg, batches, world)
     for r in res:   # every rank holds the same merged model
         err = _max_err(r["state"], single.model.state_dict())
         assert max(err.values()) < 1e-10, err   # measured: 2e-15
@@ -53,8 +63,8 @@ def test_same_weights_as_one_process_float64(world):
 def test_same_weights_as_one_process_float32():
     cfg = _cfg("float32", steps=8)
     batches = _batches(cfg)
-    single = D.train_single(cfg, batches)
-    res = D.run_local(D.train_expert_parallel, 2, cfg, batches)
+    single = _train_single(cfg, batches)
+    res = D.train_local(cfg, batches, 2)
     err = _max_err(res[0]["state"], single.model.state_dict())
     assert max(err.values()) < 1e-5, err   # measured: 4e-7
     _close_history(single.history, res[1]["history"], 1e-5)
@@ -65,7 +75,7 @@ def test_errors_name_the_fix(tmp_path):
         D.check_expert_split(cfg, 4)
     cfg = _cfg(n_experts=3, n_latents=96)
     with pytest.raises(RuntimeError, match=r"n_experts \(3\) is not divisible by the world size \(2\)"):   # in every rank
-        D.run_local(D.train_expert_parallel, 2, cfg, _batches(cfg, 1))
+        D.train_local(cfg, _batches(cfg, 1), 2)
     with pytest.raises(ValueError, match="supports plain top-1 routing only"):
         D.check_expert_split(_cfg(top_e=2), 2)
     with pytest.raises(ValueError, match="global batch .* not divisible by the world size"):
@@ -76,11 +86,11 @@ def test_errors_name_the_fix(tmp_path):
 def test_sharded_checkpoint_loads_in_1_and_4_and_resumes(tmp_path):
     cfg = _cfg(steps=6, log_every=3)   # the stop at step 3 is a log step: the histories stay comparable
     batches = _batches(cfg)
-    full = D.train_single(cfg, batches)                            # 6 steps in one process
+    full = _train_single(cfg, batches)                            # 6 steps in one process
     half = SwitchSAEConfig(**{**cfg.to_dict(), "steps": 6})
     out = tmp_path / "run"
     # 2 processes train 3 of the 6 steps and write a sharded checkpoint
-    res2 = D.run_local(D.train_expert_parallel, 2, half, batches[:3], str(out))
+    res2 = D.train_local(half, batches[:3], 2, out)
     ck = checkpoints(out)[-1]
     assert json.loads((ck / "shards.json").read_text())["world_size"] == 2
     assert sorted(p.name for p in ck.glob("*-of-*")) == ["model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors",
@@ -91,7 +101,7 @@ def test_sharded_checkpoint_loads_in_1_and_4_and_resumes(tmp_path):
     assert max(_max_err(sae.state_dict(), res2[0]["state"]).values()) == 0
     assert max(_max_err(SwitchSAE.from_pretrained(ck).state_dict(), res2[0]["state"]).values()) == 0
     # ... resumes in 4 processes (re-sharded model and Adam state) and ends where one process ends after 6 steps
-    res4 = D.run_local(D.train_expert_parallel, 4, cfg, batches, str(out), True)
+    res4 = D.train_local(cfg, batches, 4, out, resume=True)
     err = _max_err(res4[0]["state"], full.model.state_dict())
     assert max(err.values()) < 1e-10, err
     _close_history(full.history, res4[0]["history"], 1e-6)   # history numbers are stored as float32
@@ -106,6 +116,76 @@ def test_sharded_checkpoint_loads_in_1_and_4_and_resumes(tmp_path):
     shard = ck / "model-00001-of-00002.safetensors"
     shard.write_bytes(shard.read_bytes()[:-50])
     with pytest.raises(Exception, match="model-00001-of-00002.safetensors"): load_sae(ck)
+
+class CountingStream:
+    "Global batches from a list, able to save and restore its position; counts the batches it hands out."
+    handed_out = 0
+    def __init__(self, batches): self.batches, self.pos = batches, 0
+    def __iter__(self):
+        while self.pos < len(self.batches):
+            self.pos += 1; CountingStream.handed_out += 1
+            yield self.batches[self.pos - 1]
+    def state_dict(self): return {"pos": self.pos, "check": torch.tensor([self.pos, 7])}
+    def load_state_dict(self, sd):
+        assert sd["check"].tolist() == [sd["pos"], 7]   # the tensors came back from the rank's data file
+        self.pos = sd["pos"]
+
+
+def _stream_rank(rank, world, cfg, batches, out, resume):
+    "One rank of a run through `train` on a stream that can save its state."
+    model = D.ExpertParallelSwitchSAE(cfg, ExpertGroup())
+    tr = train(cfg, lambda start: D.shard_batches(CountingStream(batches), rank, world), out=out, resume=resume,
+               progress=False, model=model)
+    return dict(state={k: v.clone() for k, v in tr.model.to_single().state_dict().items()}, history=tr.history,
+                handed_out=CountingStream.handed_out, step=tr.step)
+
+
+def test_sharded_resume_restores_the_data_stream(tmp_path):
+    cfg = _cfg(steps=6, log_every=3)
+    batches = _batches(cfg)
+    full = _train_single(cfg, batches)
+    out = tmp_path / "run"
+    first = D.run_local(_stream_rank, 2, cfg, batches[:3], str(out), False)   # the stream ends after 3 of the 6 steps
+    assert [r["step"] for r in first] == [3, 3]
+    ck = checkpoints(out)[-1]
+    assert sorted(p.name for p in ck.glob("data-*")) == ["data-00000-of-00002.safetensors", "data-00001-of-00002.safetensors"]
+    assert [s["pos"] for s in json.loads((ck / "trainer.json").read_text())["data_states"]] == [3, 3]
+    res = D.run_local(_stream_rank, 2, cfg, batches, str(out), True)
+    assert [r["handed_out"] for r in res] == [3, 3]          # each rank's stream went on from batch 3: nothing replayed
+    assert max(_max_err(res[0]["state"], full.model.state_dict()).values()) < 1e-10
+    _close_history(full.history, res[0]["history"], 1e-6)
+    # a finished run keeps no stream state (a resume with more steps would replay, exactly)
+    assert not list(checkpoints(out)[-1].glob("data-*"))
+
+
+def _failing_write_rank(rank, world, cfg, batches, out):
+    "Checkpoint at step 2, then at step 4 with rank 1's disk full when it writes its trainer shard."
+    T = sys.modules["switch_sae.train"]   # the module (the package root exports the function `train` under that name)
+    tr = Trainer(cfg, D.ExpertParallelSwitchSAE(cfg, ExpertGroup()))
+    for x in D.shard_batches(batches[:2], rank, world): tr.train_step(x)
+    tr.save(out)
+    for x in D.shard_batches(batches[2:4], rank, world): tr.train_step(x)
+    if rank == 1:
+        real = T.save_tensors
+        def full_disk(tensors, path, *a, **k):
+            if Path(path).name.startswith("trainer-"): raise OSError(errno.ENOSPC, "No space left on device")
+            return real(tensors, path, *a, **k)
+        T.save_tensors = full_disk
+    try: tr.save(out)
+    except Exception as e: return f"{type(e).__name__}: {e}"
+    return "written"
+
+
+def test_a_failed_sharded_write_leaves_the_previous_checkpoint(tmp_path):
+    cfg = _cfg(steps=6)
+    out = tmp_path / "run"
+    res = D.run_local(_failing_write_rank, 2, cfg, _batches(cfg), str(out))
+    assert res[1].startswith("OSError") and "No space left" in res[1]
+    assert res[0].startswith("CheckpointError") and "another process failed" in res[0] and "step 4" in res[0]
+    assert [p.name for p in checkpoints(out)] == ["step_0000002"]
+    assert not list((out / "checkpoints").glob(".tmp_*"))     # the half-written folder is gone
+    assert load_checkpoint(checkpoints(out)[0], cfg).step == 2
+
 
 def _cli(args, tmp_path, world):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -10,11 +10,11 @@ PKG = Path(__file__).resolve().parents[1] / "switch_sae"
 
 # Lowest first. A module may import modules of its own layer (without a cycle) and of the layers below it.
 LAYERS = {
-    "core": ["version", "config", "args", "data", "losses", "router", "topk", "switch", "files", "shards", "checkpoint",
-             "train"],
+    "core": ["version", "config", "args", "data", "losses", "router", "topk", "switch", "files", "shards", "group",
+             "checkpoint", "train"],
     # tiny_lm is the language model `activations` loads by name; report draws the evaluation a run ends with
     "data": ["tiny_lm", "activations", "evaluate", "report", "lm_eval", "sources"],
-    "scale": ["distributed"],
+    "scale": ["distributed", "run"],   # run: `switch-sae train` in one process or many
     "tools": ["geometry", "inspector", "bench", "scaling", "sweep", "course_solutions", "course", "interop", "saelens"],
     "api": ["__init__"],          # the package root: `import switch_sae` gives the public names, nothing imports it
     "cli": ["cli"],               # the command line, on top of everything, imported by nothing
