@@ -104,14 +104,14 @@ class Slots(NamedTuple):
 def route_slots(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor, cfg: SwitchSAEConfig) -> Slots:
     "The experts and gates of each token of `x` [B, d] for `cfg`'s variant (`top_e`, `shared_expert`, `heaviside`)."
     if cfg.top_e == 1:
-        r = route(x, W_router, b_router, cfg.heaviside)
-        expert, gate, probs = r.expert[:, None], r.gate[:, None], r.probs
+        routing = route(x, W_router, b_router, cfg.heaviside)
+        expert, gate, probs = routing.expert[:, None], routing.gate[:, None], routing.probs
     else:
         with torch.autocast(x.device.type, enabled=False):
             logits = (x - b_router).to(W_router.dtype) @ W_router.T
             probs = F.softmax(logits, dim=-1)
-            top, expert = logits.topk(cfg.top_e, dim=-1)
-            gate = torch.ones_like(top) if cfg.heaviside else F.softmax(F.relu(top), dim=-1)
+            top_logits, expert = logits.topk(cfg.top_e, dim=-1)
+            gate = torch.ones_like(top_logits) if cfg.heaviside else F.softmax(F.relu(top_logits), dim=-1)
     if cfg.shared_expert:
         expert = torch.cat([expert, expert.new_full((len(x), 1), W_router.shape[0])], 1)
         gate = torch.cat([gate, gate.new_ones(len(x), 1)], 1)
@@ -139,19 +139,19 @@ class SwitchSAE(SAEBase):
         "Route each token of `x` [tokens, d_in] (in the SAE's units, `scale_in`) and encode it with its expert(s) only."
         cfg = self.cfg
         if cfg.top_e == 1 and not cfg.shared_expert:
-            r = route(x, self.W_router, self.b_router, cfg.heaviside)
-            g = group_by_expert(r.expert, cfg.n_experts)
-            args = (x - self.b_dec, self.W_enc, g, r.expert, cfg.k, self.backend)
+            routing = route(x, self.W_router, self.b_router, cfg.heaviside)
+            groups = group_by_expert(routing.expert, cfg.n_experts)
+            args = (x - self.b_dec, self.W_enc, groups, routing.expert, cfg.k, self.backend)
             vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)
-            top_acts = F.relu(vals) * r.gate[:, None].to(vals.dtype)
-            return EncoderOutput(top_acts, idx, r.expert, r.probs)
-        s = route_slots(x, self.W_router, self.b_router, cfg)
-        g = group_by_expert(s.expert.reshape(-1), cfg.n_experts)
-        args = (x - self.b_dec, self.W_enc, g, s.expert, cfg.k, self.backend, s.gate)
+            top_acts = F.relu(vals) * routing.gate[:, None].to(vals.dtype)
+            return EncoderOutput(top_acts, idx, routing.expert, routing.probs)
+        slots = route_slots(x, self.W_router, self.b_router, cfg)
+        groups = group_by_expert(slots.expert.reshape(-1), cfg.n_experts)
+        args = (x - self.b_dec, self.W_enc, groups, slots.expert, cfg.k, self.backend, slots.gate)
         vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)
-        own = torch.div(idx, cfg.expert_size, rounding_mode="floor")[:, :, None] == s.expert[:, None, :]   # [B, k, S]
-        gate = (s.gate[:, None, :] * own).sum(-1)                                    # each latent's expert's gate
-        return EncoderOutput(F.relu(vals) * gate.to(vals.dtype), idx, s.expert[:, 0], s.probs)
+        own = torch.div(idx, cfg.expert_size, rounding_mode="floor")[:, :, None] == slots.expert[:, None, :]  # [B, k, S]
+        gate = (slots.gate[:, None, :] * own).sum(-1)                                # each latent's expert's gate
+        return EncoderOutput(F.relu(vals) * gate.to(vals.dtype), idx, slots.expert[:, 0], slots.probs)
 
     def lb_term(self, enc: EncoderOutput) -> torch.Tensor:
         "Load balancing over the routed experts; with `top_e > 1` every one of a token's choices counts."
@@ -163,6 +163,14 @@ class SwitchSAE(SAEBase):
         "Set `b_dec` and `b_router` to the geometric median of a batch (the reference recipe)."
         super().init_biases_(x)
         self.b_router.copy_(self.b_dec)
+
+# %% ../nbs/05_switch.ipynb
+def _grads(sae, fn, x, autocast=None):
+    sae.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        out = fn(x)
+    (out.total + out.x_hat.pow(3).sum()).backward()   # touch x_hat non-linearly as well (backward outside autocast)
+    return out, {n: p.grad.clone() for n, p in sae.named_parameters()}
 
 # %% ../nbs/05_switch.ipynb
 def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
@@ -181,9 +189,9 @@ def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
         mask = F.softmax(torch.full_like(p, -math.inf).scatter(-1, chosen, F.relu(chosen_logits)), dim=-1)
     if cfg.heaviside: mask = (mask > 0).to(p.dtype)
     if cfg.shared_expert: mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=-1)   # always-on last expert
-    f = z * mask.repeat_interleave(cfg.expert_size, dim=-1)
-    acts, idx = f.topk(cfg.k, dim=-1, sorted=False)
-    x_hat = torch.zeros_like(f).scatter(-1, idx, acts) @ sae.W_dec + sae.b_dec
+    masked = z * mask.repeat_interleave(cfg.expert_size, dim=-1)
+    acts, idx = masked.topk(cfg.k, dim=-1, sorted=False)
+    x_hat = torch.zeros_like(masked).scatter(-1, idx, acts) @ sae.W_dec + sae.b_dec
     expert = chosen[:, 0]
     l2, lb = l2_loss(flat, x_hat), lb_loss(p, chosen.reshape(-1))
     enc = EncoderOutput(acts, idx, expert, p)
@@ -194,13 +202,6 @@ class SwitchReference(SwitchSAE):
     def forward(self, x: torch.Tensor) -> SAEOutput: return switch_reference(self, x)
 
 # %% ../nbs/05_switch.ipynb
-def _grads(sae, fn, x, autocast=None):
-    sae.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-        out = fn(x)
-    (out.total + out.x_hat.pow(3).sum()).backward()   # touch x_hat non-linearly as well (backward outside autocast)
-    return out, {n: p.grad.clone() for n, p in sae.named_parameters()}
-
 def check_against_reference(cfg: SwitchSAEConfig, x: torch.Tensor, backend: str = "auto", skew: float = 0.0,
                             atol: float = 1e-10, sparse_grad: bool = True, autocast=None, rtol: float = 0.0,
                             act_scale: float = 2.0):
@@ -212,13 +213,13 @@ def check_against_reference(cfg: SwitchSAEConfig, x: torch.Tensor, backend: str 
         sae.W_router[: max(1, sae.n_experts // 4)] += skew * x.mean(0)   # push tokens towards a few experts
         sae.b_dec.normal_(); sae.b_router.normal_()
         sae.act_scale.fill_(act_scale)
-    o1, g1 = _grads(sae, sae, x, autocast)
-    o2, g2 = _grads(sae, lambda t: switch_reference(sae, t), x, autocast)
-    pairs = [(o1.x_hat, o2.x_hat, "x_hat"), (o1.l2, o2.l2, "l2"), (o1.lb, o2.lb, "lb"), (o1.total, o2.total, "total")]
-    pairs += [(g1[n], g2[n], f"grad {n}") for n in g1]
-    for a, b, name in pairs:
-        if autocast is None: torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
+    fast, fast_grads = _grads(sae, sae, x, autocast)
+    ref, ref_grads = _grads(sae, lambda t: switch_reference(sae, t), x, autocast)
+    pairs = [(getattr(fast, name), getattr(ref, name), name) for name in ("x_hat", "l2", "lb", "total")]
+    pairs += [(fast_grads[n], ref_grads[n], f"grad {n}") for n in fast_grads]
+    for got, want, name in pairs:
+        if autocast is None: torch.testing.assert_close(got, want, atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
         else:
-            err = ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+            err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
             assert err <= rtol, f"{name}: relative error {err:.2e} > {rtol:.1e} under {autocast} autocast"
-    return torch.bincount(o1.enc.expert, minlength=cfg.n_experts)
+    return torch.bincount(fast.enc.expert, minlength=cfg.n_experts)
