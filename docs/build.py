@@ -6,7 +6,9 @@
 2. Lay out the site's sources in `_proc/site/`: each executed notebook, with nbdev's directives
    applied (`#| hide` cells left out, `#|` lines removed), an "Open in Colab" link under its title
    and a note on each cell that was not run; the reading order and the API reference, generated
-   (the API from the library's docstrings, as `show_doc` shows them).
+   (the API from the library's docstrings, as `show_doc` shows them). The navigation and the reading
+   order group the notebooks as README does: the core story, further chapters, infrastructure a
+   learner can skip (`group_of`), the course.
 3. `mkdocs build` (MkDocs, the Material theme, mkdocs-jupyter to render the notebooks, the
    theme's own search) writes the static site to `_docs/` (settings.ini `doc_path`).
 
@@ -120,14 +122,38 @@ def page_notebook(nb: dict, rel: str, cfg: dict) -> dict:
 
 # ---------- the reading order and the API reference
 
+# The notebooks fall into groups, shown apart in the navigation and the reading order (README's too, which
+# tests/test_site.py compares with these): the core story, the chapters that build on it, and infrastructure, the
+# short notebooks a learner can skip, each saying so at its top with this mark.
+INFRA_MARK = "**Infrastructure: skip it on a first read"
+CORE_LAST = "08_evaluate"         # the core story: from the configuration to evaluating a trained SAE
+GROUPS = {"core": "The core story", "further": "Further chapters", "infra": "Infrastructure you can skip"}
+GROUP_INTRO = {
+    "core": "From synthetic data with known features to a trained and evaluated Switch SAE: read these first, in order.",
+    "further": "The Switch SAE on a language model: its activations, evaluation inside the model, speed, the inspector, "
+               "feature geometry, expert parallelism and its scaling, and the reproduction of the paper's claims.",
+    "infra": "Short notebooks placed where the imports need them (file formats, flags, the tiny LM's training, the "
+             "command line, other tools); each says at its top that it can be skipped, and which notebook to read next.",
+}
+
+
+def group_of(rel: str, nb: dict) -> str:
+    "The group of the numbered notebook nbs/`rel`: `infra` when its first markdown cell carries `INFRA_MARK`."
+    first = next((_src(c) for c in nb["cells"] if c["cell_type"] == "markdown"), "")
+    if INFRA_MARK in first: return "infra"
+    return "core" if Path(rel).stem <= CORE_LAST else "further"
+
+
 def reading_order(pages: list, cfg: dict) -> str:
     lines = ["# Reading order", "",
              "The notebooks are the source of the library: `switch_sae/` is generated from them by `nbdev_export`. "
              "Each teaches one idea and tests it inline, and builds only on the ones before it. "
              "Every page below shows the notebook as it ran, outputs included, with a link to open it in Colab.", ""]
+    intro = {GROUPS[g]: t for g, t in GROUP_INTRO.items()}
     for section, items in pages:
         if section == "Home": continue
-        lines += [f"## {section}", "", "| notebook | what it is about |", "|---|---|"]
+        lines += [f"## {section}", ""] + ([intro[section], ""] if section in intro else [])
+        lines += ["| notebook | what it is about |", "|---|---|"]
         for title, path, summary in items:
             if path.endswith(".ipynb"):
                 lines.append(f"| [{title}]({path}) | {summary.replace('|', '&#124;')} |")
@@ -223,7 +249,7 @@ def layout(cfg: dict) -> list:
     if SRC.exists(): shutil.rmtree(SRC)
     docs = SRC / "docs"
     (docs / "nbs" / "course").mkdir(parents=True)
-    core, course, checks, solutions = [], [], [], []
+    groups, course, checks, solutions = {g: [] for g in GROUPS}, [], [], []
     home = None
     for nb_path in execute.notebooks():
         rel = nb_path.relative_to(NBS).as_posix()
@@ -238,18 +264,17 @@ def layout(cfg: dict) -> list:
         if rel.startswith("course/00"): checks.append(item)
         elif rel.startswith("course/99"): solutions.append(item)
         elif rel.startswith("course/"): course.append(item)
-        else: core.append(item)
+        else: groups[group_of(rel, json.loads(nb_path.read_text()))].append(item)   # the notebook's own first cell
     if home is None: raise SystemExit("nbs/index.ipynb is missing: the home page comes from it (python docs/readme.py --from-readme)")
-    pages = [("Notebooks", core), ("Course", course + checks), ("Solutions", solutions)]
+    pages = [(GROUPS[g], items) for g, items in groups.items()] + [("Course", course + checks), ("Solutions", solutions)]
     (docs / "reading_order.md").write_text(reading_order(pages, cfg))
     for path, text in api_pages(cfg).items():
         (docs / path).parent.mkdir(parents=True, exist_ok=True)
         (docs / path).write_text(text)
     (docs / "extra.css").write_text(CSS)
     api = [("Index", "api/index.md")] + [(p.stem, f"api/{p.name}") for p in sorted((docs / "api").glob("*.md")) if p.stem != "index"]
-    return [("Home", "index.ipynb"), ("Reading order", "reading_order.md"),
-            ("Notebooks", [(t, p) for t, p, _ in core]), ("Course", [(t, p) for t, p, _ in course + checks]),
-            ("Solutions", [(t, p) for t, p, _ in solutions]), ("API reference", api)]
+    return ([("Home", "index.ipynb"), ("Reading order", "reading_order.md")]
+            + [(section, [(t, p) for t, p, _ in items]) for section, items in pages] + [("API reference", api)])
 
 
 def mkdocs_yml(cfg: dict, nav: list) -> str:

@@ -2,11 +2,15 @@
 
 Every module of `switch_sae/` is parsed with `ast`; its imports (function-level ones too) give the edges of a graph
 over the package's modules. A module missing from `LAYERS` fails the test: place a new module in its layer here.
+
+The notebooks read in order: a numbered notebook of `nbs/` imports only the modules of the notebooks that sort
+before it (`test_notebooks_import_only_earlier_notebooks`), so a learner never meets a module before its notebook.
 """
-import ast
+import ast, json, re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "switch_sae"
+NBS = PKG.parent / "nbs"
 
 # Lowest first. A module may import modules of its own layer (without a cycle) and of the layers below it.
 LAYERS = {
@@ -120,3 +124,88 @@ def test_the_checker_sees_what_it_should():
     assert imports_in(src, "x", {"tiny_lm", "config", "train", "cli"}) == {"tiny_lm", "config", "__init__", "train", "cli"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# ---------- the notebooks read in order
+
+ROOT_NB = "99_api"                # exports the package root, `__init__`, which gathers every module: it comes last
+
+
+def nb_code(src: str) -> str:
+    "A code cell's source as Python: IPython magics (`%matplotlib`) and shell lines (`!pip`) blanked, indentation kept."
+    return "\n".join(re.match(r"\s*", l).group() + "pass" if l.lstrip().startswith(("%", "!")) else l
+                     for l in src.split("\n"))
+
+
+def nb_deps(nb: dict, name: str, mods: set) -> tuple:
+    """The notebook's own module (its `#| default_exp`, or None) and the package modules its code cells import
+    (`from switch_sae.X import`, `import switch_sae.X`, `from switch_sae import X`, `from .X import`), without the
+    package root and its own module."""
+    own, found = None, set()
+    for i, c in enumerate(nb["cells"]):
+        if c["cell_type"] != "code": continue
+        src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+        m = re.search(r"^\s*#\s*\|\s*default_exp\s+(\S+)", src, re.M)
+        if m: own = m.group(1)
+        try: found |= imports_in(nb_code(src), own or name, mods)
+        except SyntaxError as e: raise AssertionError(f"{name}: code cell {i} is not Python: {e}") from e
+    return own, found - {"__init__", own}
+
+
+def order_violations(nbs: dict, mods: set, defined_elsewhere: dict = None) -> list:
+    """`nbs` maps each numbered notebook's name to its JSON; `defined_elsewhere` maps modules to notebooks outside
+    the numbered ones (the course). Each import of a module whose notebook does not sort before the importer."""
+    deps = {n: nb_deps(nb, n, mods) for n, nb in nbs.items()}
+    home = dict(defined_elsewhere or {})
+    home.update({own: n for n, (own, _) in deps.items() if own})
+    order = sorted(nbs)
+    bad = []
+    for n in order:
+        for mod in sorted(deps[n][1]):
+            where = home.get(mod)
+            if where is None: bad.append(f"{n} imports switch_sae.{mod}, which no notebook defines")
+            elif where not in order or order.index(where) > order.index(n):
+                bad.append(f"{n} imports switch_sae.{mod}, defined by {where}, which comes after it")
+    return bad
+
+
+def numbered_notebooks() -> dict:
+    "The numbered notebooks of nbs/ (not the course, not index, not 99_api, the package root), name -> JSON."
+    return {p.stem: json.loads(p.read_text()) for p in sorted(NBS.glob("*.ipynb"))
+            if p.stem[:1].isdigit() and p.stem != ROOT_NB}
+
+
+def test_notebooks_import_only_earlier_notebooks():
+    "Read in the order of their names, each numbered notebook imports only modules defined by the notebooks before it."
+    course = {}
+    for p in sorted((NBS / "course").glob("*.ipynb")):
+        own, _ = nb_deps(json.loads(p.read_text()), p.stem, set())
+        if own: course[own] = f"course/{p.stem}"
+    nbs = numbered_notebooks()
+    mods = set(modules()) | {o for o in (nb_deps(nb, n, set())[0] for n, nb in nbs.items()) if o} | set(course)
+    bad = order_violations(nbs, mods, course)
+    assert not bad, (f"{len(bad)} imports of a module that a later notebook defines (move the code or the import, "
+                     "or the notebook):\n" + "\n".join(bad))
+
+
+def test_the_notebook_order_checker_sees_what_it_should():
+    "The notebook parser finds every form of import and skips strings and magics; a planted violation is named."
+    cell = lambda src: {"cell_type": "code", "source": src.splitlines(True), "outputs": []}
+    md = {"cell_type": "markdown", "source": ["# A\n", "from switch_sae.c import nothing (markdown)"]}
+    nbs = {"01_a": {"cells": [md, cell("#| default_exp a"), cell("#| export\nfrom .b import f\nimport switch_sae"),
+                              cell("%matplotlib inline\nif True:\n    !ls\n    import switch_sae.c\n"
+                                   "cmd = 'python -m switch_sae.d'")]},
+           "02_b": {"cells": [cell("#| default_exp b\n"), cell("from switch_sae import a, c as C\nfrom switch_sae.b import g")]},
+           "03_c": {"cells": [cell("#| default_exp c")]},
+           "04_d": {"cells": [cell("#| default_exp d\nfrom switch_sae import course")]}}
+    mods = {"a", "b", "c", "d", "course"}
+    assert nb_deps(nbs["01_a"], "01_a", mods) == ("a", {"b", "c"})
+    assert nb_deps(nbs["02_b"], "02_b", mods) == ("b", {"a", "c"})
+    assert order_violations(nbs, mods, {"course": "course/00_checks"}) == [
+        "01_a imports switch_sae.b, defined by 02_b, which comes after it",
+        "01_a imports switch_sae.c, defined by 03_c, which comes after it",
+        "02_b imports switch_sae.c, defined by 03_c, which comes after it",
+        "04_d imports switch_sae.course, defined by course/00_checks, which comes after it"]
+    assert "01_a imports switch_sae.c, which no notebook defines" in order_violations({"01_a": nbs["01_a"]}, mods)
+    in_order = {"00_c": nbs["03_c"], "01_a": {"cells": [cell("#| default_exp a")]}, "02_b": nbs["02_b"]}
+    assert order_violations(in_order, mods) == []

@@ -70,6 +70,33 @@ def _target(site: Path, page: Path, ref: str):
     return p, unquote(u.fragment)
 
 
+def test_readme_reading_order_groups_the_notebooks_as_the_site_does():
+    """README's reading order lists every numbered notebook once, in order, under the group the site's navigation
+    gives it (`docs/build.py` `group_of`: infrastructure is what says so at its top). Needs no site build."""
+    import json
+    sys.path.insert(0, str(ROOT / "docs"))
+    import build
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Reading order\n"):]
+    section = section[:section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    listed, group = {}, None
+    titles = {t: g for g, t in build.GROUPS.items()}
+    for line in section.splitlines():
+        if line.startswith("### "): group = titles.get(line[4:].strip())
+        m = re.match(r"\|\s*`(\d\w*)`\s*\|", line)
+        if m and group:
+            assert m.group(1) not in listed, f"README lists {m.group(1)} twice"
+            listed[m.group(1)] = group
+    assert set(listed.values()) == set(build.GROUPS), f"README's reading order lacks a group: {sorted(set(listed.values()))}"
+    want = {p.stem: build.group_of(p.name, json.loads(p.read_text())) for p in sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))}
+    assert listed == want, ("README's reading order and the site disagree (notebook: README's group, the site's): "
+                            + ", ".join(f"{n}: {listed.get(n)}, {want.get(n)}" for n in sorted(set(listed) | set(want))
+                                        if listed.get(n) != want.get(n)))
+    for g in build.GROUPS:
+        names = [n for n in listed if listed[n] == g]
+        assert names == sorted(names), f"README lists the {build.GROUPS[g]!r} out of order: {names}"
+
+
 def test_every_link_and_image_of_the_site(site):
     pages = sorted(site.rglob("*.html"))
     assert len(pages) > 40, f"only {len(pages)} pages built"
@@ -152,7 +179,8 @@ def test_site_in_browser(site, tmp_path):
         driver.get(f"{url}/")
         assert "switch_sae" in _wait("the home page's title", lambda: css("article h1"))[0].text
         nav = " ".join(n.get_attribute("textContent") for n in css("nav"))
-        for section in ("Reading order", "Course", "Solutions", "API reference"):
+        for section in ("Reading order", "The core story", "Further chapters", "Infrastructure you can skip", "Course",
+                        "Solutions", "API reference"):
             assert section in nav, f"{section!r} missing from the navigation"
 
         # a core notebook page: its plots loaded, its printed figures, the Colab link
