@@ -204,6 +204,7 @@ def init_biases_(self: ExpertParallelSwitchSAE, x: torch.Tensor, max_iter: int =
     self.b_dec.copy_(eg.broadcast(guess).to(self.b_dec.dtype))
     self.b_router.copy_(self.b_dec)
 
+# %% ../nbs/16_distributed.ipynb
 @patch
 @torch.no_grad()
 def sync_grads_(self: ExpertParallelSwitchSAE):
@@ -313,6 +314,7 @@ def shard_batches(batches: Iterable[torch.Tensor], rank: int, world_size: int) -
     "Rank `rank`'s slice of every global batch of `batches` (a `RankSlices`)."
     return RankSlices(batches, rank, world_size)
 
+# %% ../nbs/16_distributed.ipynb
 class RankActivationStore(ActivationStore):
     "An `ActivationStore` that runs the language model on every `world_size`-th context only, from the `rank`-th."
     def __init__(self, cfg: ActivationConfig, lm=None, rank: int = 0, world_size: int = 1):
@@ -330,6 +332,7 @@ def rank_lm_batches(src, rank: int, world_size: int) -> Callable:
     act = dataclasses.replace(src.act, batch_size=src.act.batch_size // world_size, seed=src.act.seed + 1000 * rank)
     return lambda start: iter(RankActivationStore(act, src.lm, rank, world_size)).starting_at(start)
 
+# %% ../nbs/16_distributed.ipynb
 def free_port() -> int:
     "A TCP port free on this machine now."
     with socket.socket() as s:
@@ -382,6 +385,7 @@ def run_local(fn: Callable, world_size: int, *args, timeout: float = 300):
         raise RuntimeError("run_local failed on " + "\n".join(f"rank {r}: {v}" for r, v in errors))
     return [res[r] for r in range(world_size)]
 
+# %% ../nbs/16_distributed.ipynb
 def init_from_env() -> Optional[ExpertGroup]:
     "Under `torchrun` (WORLD_SIZE > 1): initialise the process group (NCCL on GPU, gloo on CPU); else None."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return None
