@@ -138,6 +138,16 @@ def test_switch_latents_take_a_fraction_of_the_memory():
     assert peaks["switch"] < peaks["topk"] / 4, peaks
 
 
+@pytest.mark.parametrize("impl", bench.IMPLS)
+def test_cost_model_is_what_torch_counts(impl):
+    "The FLOP model of each implementation equals what torch's FlopCounterMode counts in its forward and backward."
+    s = bench.Shape(d=16, n_latents=256, n_experts=8, k=4, batch=64)
+    model = bench.build(impl, s.config(impl, device="cpu"))
+    want = bench.cost_model(impl, s.d, s.n_latents, s.n_experts, s.k)
+    got = bench.counted_flops(model, torch.randn(s.batch, s.d))
+    assert got == {"fwd_flops": want["fwd_flops"], "bwd_flops": want["bwd_flops"]}
+
+
 def test_bench_main_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     res = bench.bench_main(["--grid", "tiny", "--repeats", "2", "--warmup", "1", "--device", "cpu", "--json", str(out)])
@@ -176,9 +186,12 @@ def test_cli_bench_when_wired(cli, tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "switch-sae")
     if "bench" not in subprocess.run([exe, "--help"], capture_output=True, text=True).stdout:
         pytest.skip("switch-sae has no bench subcommand yet")
-    out = tmp_path / "b.json"
-    p = cli("bench", "--grid", "tiny", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--json", str(out))
+    out, md = tmp_path / "b.json", tmp_path / "results" / "bench.md"
+    p = cli("bench", "--grid", "tiny", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--json", str(out),
+            "--out", str(md))
     assert "| impl |" in p.stdout and json.loads(out.read_text())["rows"]
+    report = md.read_text()
+    assert f"--out {md}" in report and "| impl |" in report and "speed-up over topk" in report
 
 
 @cuda
