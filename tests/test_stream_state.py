@@ -75,8 +75,8 @@ def test_resume_restores_the_stream_exactly_without_rerunning_the_model(tmp_path
     calls_full = lm.model.calls
     _stopped_run(lm, tmp_path / "b", 30, cache)
     older, ck = checkpoints(tmp_path / "b")[-2:]
-    assert (ck / "data.safetensors").exists() and "data_state" in json.loads((ck / "trainer.json").read_text())
-    assert not (older / "data.safetensors").exists() and "data_state" not in json.loads((older / "trainer.json").read_text())
+    assert (ck / "data.safetensors").exists() and "data_states" in json.loads((ck / "trainer.json").read_text())
+    assert not (older / "data.safetensors").exists() and "data_states" not in json.loads((older / "trainer.json").read_text())
     lm.model.calls = 0
     resumed = train(CFG, _source(lm, cache=cache), out=tmp_path / "b", resume=True, progress=False)
     assert resumed.step == 40 and _same(full.model.state_dict(), resumed.model.state_dict())
@@ -90,7 +90,7 @@ def test_checkpoint_without_stream_state_is_caught_up_by_replaying(tmp_path, lm)
     full = train(CFG, _source(lm), out=tmp_path / "a", progress=False)
     _stopped_run(lm, tmp_path / "b", 30)
     ck = checkpoints(tmp_path / "b")[-1]
-    state = json.loads((ck / "trainer.json").read_text()); state.pop("data_state")
+    state = json.loads((ck / "trainer.json").read_text()); state.pop("data_states")
     (ck / "trainer.json").write_text(json.dumps(state)); (ck / "data.safetensors").unlink()
     assert load_checkpoint(ck).data_state is None
     lm.model.calls = 0
