@@ -384,7 +384,8 @@ def prepare_out_dir(out, resume: bool = False, overwrite: bool = False) -> Path:
                                   f"pass --resume to continue that run, or --overwrite to replace it.")
         for f in held:
             p = out / f
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            if p.is_dir(): shutil.rmtree(p)
+            else: p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK): raise PermissionError(f"output folder {out} is not writable; choose another --out.")
     return out
