@@ -61,84 +61,6 @@ class SwitchSAEConfig:
     def __post_init__(self): self.validate()
 
 # %% ../nbs/00_config.ipynb
-def _nearest_multiples(n, m):
-    lo = (n // m) * m
-    return [v for v in (lo, lo + m) if v > 0]
-
-def check_types(obj) -> None:
-    "Raise `ValueError` naming each dataclass field whose value is not of its annotated type."
-    for f in fields(obj):
-        v, typ = getattr(obj, f.name), typing.get_type_hints(type(obj))[f.name]
-        opt = typing.get_origin(typ) is typing.Union
-        if opt:
-            if v is None: continue
-            typ = [a for a in typing.get_args(typ) if a is not type(None)][0]
-        ok = (isinstance(v, bool) if typ is bool else
-              isinstance(v, int) and not isinstance(v, bool) if typ is int else
-              isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) if typ is float else
-              isinstance(v, typ))
-        if not ok:
-            raise ValueError(f"{f.name} must be {'None or ' if opt else ''}{'a finite ' if typ is float else 'a '}"
-                             f"{typ.__name__}, got {v!r}.")
-
-@patch
-def validate(self: SwitchSAEConfig):
-    "Raise `ValueError` naming the field, the problem and a fix."
-    def need(cond, msg):
-        if not cond: raise ValueError(msg)
-    check_types(self)
-    for f in ("d_in", "n_latents", "n_experts", "k", "batch_size", "steps", "log_every", "dead_tokens", "warn_windows"):
-        v = getattr(self, f)
-        need(v > 0, f"{f} must be a positive integer, got {v!r}.")
-    need(self.ckpt_every >= 0, f"ckpt_every must be an integer >= 0 (0 = checkpoint only at the end), got {self.ckpt_every!r}.")
-    need(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}.")
-    need(self.dtype in DTYPES, f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}.")
-    need(self.autocast in (None, "bfloat16", "float16"),
-         f"autocast must be None, 'bfloat16' or 'float16', got {self.autocast!r}.")
-    if self.arch == "switch":
-        need(self.n_latents % self.n_experts == 0,
-             f"n_latents ({self.n_latents}) is not divisible by n_experts ({self.n_experts}): every expert "
-             f"needs the same number of latents. Use n_latents = "
-             f"{' or '.join(map(str, _nearest_multiples(self.n_latents, self.n_experts)))}, or another n_experts.")
-    need(self.top_e > 0, f"top_e must be a positive integer (experts per token), got {self.top_e!r}.")
-    if self.arch == "topk":
-        need(self.top_e == 1 and not self.shared_expert,
-             f"top_e ({self.top_e}) and shared_expert ({self.shared_expert}) are options of the Switch SAE: with "
-             f"arch='topk' leave them at top_e=1, shared_expert=False, or use arch='switch'.")
-    else:
-        need(not self.shared_expert or self.n_experts >= 2,
-             f"shared_expert needs n_experts >= 2 (one always-on expert plus at least one routed), got n_experts={self.n_experts}.")
-        need(self.top_e <= self.n_routed_experts,
-             f"top_e ({self.top_e}) is larger than the routed experts ({self.n_routed_experts} = n_experts"
-             f"{' - 1 shared' if self.shared_expert else ''}): lower top_e or raise n_experts.")
-    m = self.expert_size
-    if self.top_e == 1 and not self.shared_expert:
-        need(self.k <= m,
-             f"k ({self.k}) is larger than an expert's latents ({m} = n_latents / n_experts): TopK picks k latents "
-             f"inside the routed expert. Lower k to at most {m}, or raise n_latents / lower n_experts.")
-    else:
-        s = self.top_e + self.shared_expert
-        need(self.k <= s * m,
-             f"k ({self.k}) is larger than the latents a token can use ({s * m} = (top_e {self.top_e}"
-             f"{' + 1 shared' if self.shared_expert else ''}) x {m} latents per expert). Lower k to at most {s * m}, "
-             f"or raise n_latents / top_e.")
-    need(self.lb_alpha >= 0, f"lb_alpha must be >= 0, got {self.lb_alpha}.")
-    need(self.lr is None or self.lr > 0, f"lr must be positive or None (the paper's rule), got {self.lr}.")
-    need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}.")
-    need(0 <= self.decay_frac <= 1, f"decay_frac must lie in [0, 1], got {self.decay_frac}.")
-    need(self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}.")
-    need(0 <= self.collapse_share < 1, f"collapse_share must lie in [0, 1) (a fraction of an expert's fair share "
-         f"1/n_experts; 0 turns the routing-collapse warning off), got {self.collapse_share}.")
-    need(0 <= self.dead_warn_frac <= 1, f"dead_warn_frac must lie in [0, 1] (a fraction of the latents; 1 turns the "
-         f"dead-latent warning off), got {self.dead_warn_frac}.")
-    need(self.device == "auto" or _valid_device(self.device),
-         f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.")
-
-def _valid_device(s):
-    try: torch.device(s); return True
-    except (RuntimeError, TypeError): return False
-
-# %% ../nbs/00_config.ipynb
 @patch(as_prop=True)
 def expert_size(self: SwitchSAEConfig) -> int:
     "M, the latents of one expert (all of N for the dense baseline)."
@@ -162,6 +84,117 @@ def torch_device(self: SwitchSAEConfig) -> torch.device:
     "`device`, with 'auto' resolved to cuda when available."
     if self.device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(self.device)
+
+# %% ../nbs/00_config.ipynb
+def check_types(obj) -> None:
+    "Raise `ValueError` naming each dataclass field whose value is not of its annotated type."
+    for f in fields(obj):
+        v, typ = getattr(obj, f.name), typing.get_type_hints(type(obj))[f.name]
+        opt = typing.get_origin(typ) is typing.Union
+        if opt:
+            if v is None: continue
+            typ = [a for a in typing.get_args(typ) if a is not type(None)][0]
+        ok = (isinstance(v, bool) if typ is bool else
+              isinstance(v, int) and not isinstance(v, bool) if typ is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) if typ is float else
+              isinstance(v, typ))
+        if not ok:
+            raise ValueError(f"{f.name} must be {'None or ' if opt else ''}{'a finite ' if typ is float else 'a '}"
+                             f"{typ.__name__}, got {v!r}.")
+
+# %% ../nbs/00_config.ipynb
+def _require(ok: bool, msg: str) -> None:
+    "Raise `ValueError(msg)` unless `ok`."
+    if not ok: raise ValueError(msg)
+
+def _check_counts(cfg: SwitchSAEConfig) -> None:
+    "Sizes and counts are positive; `ckpt_every` may be 0."
+    for f in ("d_in", "n_latents", "n_experts", "k", "batch_size", "steps", "log_every", "dead_tokens", "warn_windows"):
+        v = getattr(cfg, f)
+        _require(v > 0, f"{f} must be a positive integer, got {v!r}.")
+    _require(cfg.ckpt_every >= 0, f"ckpt_every must be an integer >= 0 (0 = checkpoint only at the end), got {cfg.ckpt_every!r}.")
+
+# %% ../nbs/00_config.ipynb
+def _check_choices(cfg: SwitchSAEConfig) -> None:
+    "`arch`, `dtype` and `autocast` are names this package knows."
+    _require(cfg.arch in ARCHS, f"arch must be one of {ARCHS}, got {cfg.arch!r}.")
+    _require(cfg.dtype in DTYPES, f"dtype must be one of {tuple(DTYPES)}, got {cfg.dtype!r}.")
+    _require(cfg.autocast in (None, "bfloat16", "float16"),
+             f"autocast must be None, 'bfloat16' or 'float16', got {cfg.autocast!r}.")
+
+# %% ../nbs/00_config.ipynb
+def _nearest_multiples(n, m):
+    lo = (n // m) * m
+    return [v for v in (lo, lo + m) if v > 0]
+
+def _check_experts(cfg: SwitchSAEConfig) -> None:
+    "The experts split the latents evenly, and each token is routed to between 1 and the routed experts."
+    if cfg.arch == "switch":
+        _require(cfg.n_latents % cfg.n_experts == 0,
+                 f"n_latents ({cfg.n_latents}) is not divisible by n_experts ({cfg.n_experts}): every expert "
+                 f"needs the same number of latents. Use n_latents = "
+                 f"{' or '.join(map(str, _nearest_multiples(cfg.n_latents, cfg.n_experts)))}, or another n_experts.")
+    _require(cfg.top_e > 0, f"top_e must be a positive integer (experts per token), got {cfg.top_e!r}.")
+    if cfg.arch == "topk":
+        _require(cfg.top_e == 1 and not cfg.shared_expert,
+                 f"top_e ({cfg.top_e}) and shared_expert ({cfg.shared_expert}) are options of the Switch SAE: with "
+                 f"arch='topk' leave them at top_e=1, shared_expert=False, or use arch='switch'.")
+    else:
+        _require(not cfg.shared_expert or cfg.n_experts >= 2,
+                 f"shared_expert needs n_experts >= 2 (one always-on expert plus at least one routed), got n_experts={cfg.n_experts}.")
+        _require(cfg.top_e <= cfg.n_routed_experts,
+                 f"top_e ({cfg.top_e}) is larger than the routed experts ({cfg.n_routed_experts} = n_experts"
+                 f"{' - 1 shared' if cfg.shared_expert else ''}): lower top_e or raise n_experts.")
+
+# %% ../nbs/00_config.ipynb
+def _check_k(cfg: SwitchSAEConfig) -> None:
+    "`k` is at most the latents a token can use: M, or (top_e + shared) M."
+    m = cfg.expert_size
+    if cfg.top_e == 1 and not cfg.shared_expert:
+        _require(cfg.k <= m,
+                 f"k ({cfg.k}) is larger than an expert's latents ({m} = n_latents / n_experts): TopK picks k latents "
+                 f"inside the routed expert. Lower k to at most {m}, or raise n_latents / lower n_experts.")
+    else:
+        s = cfg.top_e + cfg.shared_expert
+        _require(cfg.k <= s * m,
+                 f"k ({cfg.k}) is larger than the latents a token can use ({s * m} = (top_e {cfg.top_e}"
+                 f"{' + 1 shared' if cfg.shared_expert else ''}) x {m} latents per expert). Lower k to at most {s * m}, "
+                 f"or raise n_latents / top_e.")
+
+# %% ../nbs/00_config.ipynb
+def _check_optimisation(cfg: SwitchSAEConfig) -> None:
+    "`lb_alpha`, `lr`, Adam's betas, `decay_frac` and `grad_clip` lie in their ranges."
+    _require(cfg.lb_alpha >= 0, f"lb_alpha must be >= 0, got {cfg.lb_alpha}.")
+    _require(cfg.lr is None or cfg.lr > 0, f"lr must be positive or None (the paper's rule), got {cfg.lr}.")
+    _require(0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, f"beta1 and beta2 must lie in [0, 1), got {cfg.beta1}, {cfg.beta2}.")
+    _require(0 <= cfg.decay_frac <= 1, f"decay_frac must lie in [0, 1], got {cfg.decay_frac}.")
+    _require(cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}.")
+
+# %% ../nbs/00_config.ipynb
+def _check_warnings(cfg: SwitchSAEConfig) -> None:
+    "`collapse_share` and `dead_warn_frac` are fractions."
+    _require(0 <= cfg.collapse_share < 1, f"collapse_share must lie in [0, 1) (a fraction of an expert's fair share "
+             f"1/n_experts; 0 turns the routing-collapse warning off), got {cfg.collapse_share}.")
+    _require(0 <= cfg.dead_warn_frac <= 1, f"dead_warn_frac must lie in [0, 1] (a fraction of the latents; 1 turns the "
+             f"dead-latent warning off), got {cfg.dead_warn_frac}.")
+
+# %% ../nbs/00_config.ipynb
+def _valid_device(s):
+    try: torch.device(s); return True
+    except (RuntimeError, TypeError): return False
+
+def _check_device(cfg: SwitchSAEConfig) -> None:
+    "`device` is 'auto' or a device name."
+    _require(cfg.device == "auto" or _valid_device(cfg.device),
+             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}.")
+
+# %% ../nbs/00_config.ipynb
+@patch
+def validate(self: SwitchSAEConfig):
+    "Raise `ValueError` naming the field, the problem and a fix."
+    for check in (check_types, _check_counts, _check_choices, _check_experts, _check_k, _check_optimisation,
+                  _check_warnings, _check_device):
+        check(self)
 
 # %% ../nbs/00_config.ipynb
 PRESETS = {

@@ -78,17 +78,17 @@ def check_route(route: Callable, device=None, seed: int = 0):
     dev = device or default_device()
     g = torch.Generator().manual_seed(seed)
     B, d, E = 16, 8, 4
-    x, W, b = (torch.randn(*s, generator=g).to(dev) for s in ((B, d), (E, d), (d,)))
-    out = _call(route, "route", x, W, b)
+    x, W_router, b_router = (torch.randn(*s, generator=g).to(dev) for s in ((B, d), (E, d), (d,)))
+    out = _call(route, "route", x, W_router, b_router)
     if not (isinstance(out, (tuple, list)) and len(out) == 3):
         _fail(f"route should return three things, (probs, expert, gate); it returned {type(out).__name__}"
               f"{'' if not isinstance(out, (tuple, list)) else f' of length {len(out)}'}.")
     probs, expert, gate = out
-    ref = lib_route(x, W, b)
+    ref = lib_route(x, W_router, b_router)
     if not isinstance(probs, torch.Tensor) or probs.shape != (B, E):
         _fail(f"probs should have shape [batch, n_experts] = [{B}, {E}], got {getattr(probs, 'shape', type(probs).__name__)}. "
               f"The router logits are (x - b_router) @ W_router.T.")
-    logits = (x - b) @ W.T
+    logits = (x - b_router) @ W_router.T
     if _close(probs, logits): _fail("probs are the raw logits: apply a softmax over the experts (dim=-1).")
     if not _close(probs.sum(-1), torch.ones(B, device=dev)):
         if _close(probs.sum(0), torch.ones(E, device=dev)):
@@ -96,8 +96,8 @@ def check_route(route: Callable, device=None, seed: int = 0):
         _fail(f"each row of probs must sum to 1 (a distribution over experts); the sums are {probs.sum(-1)[:4].tolist()}...")
     if not _close(probs, ref.probs):
         wrong = _first_match(probs, {
-            "probs ignore b_router: subtract it from x first, logits = (x - b_router) @ W_router.T.": F.softmax(x @ W.T, -1),
-            "b_router is added: subtract it, logits = (x - b_router) @ W_router.T.": F.softmax((x + b) @ W.T, -1)})
+            "probs ignore b_router: subtract it from x first, logits = (x - b_router) @ W_router.T.": F.softmax(x @ W_router.T, -1),
+            "b_router is added: subtract it, logits = (x - b_router) @ W_router.T.": F.softmax((x + b_router) @ W_router.T, -1)})
         _fail(wrong or "probs differ from softmax((x - b_router) @ W_router.T, dim=-1).")
     if not isinstance(expert, torch.Tensor) or expert.shape != (B,):
         _fail(f"expert should be a [batch] = [{B}] tensor of expert ids, got {getattr(expert, 'shape', type(expert).__name__)}"
@@ -115,8 +115,8 @@ def check_route(route: Callable, device=None, seed: int = 0):
             "gate is the largest logit: use the largest probability (after the softmax).": logits.max(-1).values,
             "gate is the expert's index: use its probability, probs.max(-1).values.": expert.to(probs.dtype)})
         _fail(wrong or "gate should be the probability of the chosen expert, probs.max(-1).values.")
-    Wg = W.clone().requires_grad_()
-    g_out = _call(route, "route", x, Wg, b)[2]
+    W_tracked = W_router.clone().requires_grad_()      # a copy that records gradients
+    g_out = _call(route, "route", x, W_tracked, b_router)[2]
     if not isinstance(g_out, torch.Tensor) or not g_out.requires_grad:
         _fail("gate carries no gradient to W_router: the router learns from the reconstruction only through p_i. "
               "Do not .detach() it, call .item(), or build it with torch.no_grad().")
@@ -376,13 +376,13 @@ def check_expert_top_tokens(expert_top_tokens: Callable, inspector, n: int = 5):
 
 def check_nearest_other_expert(nearest_other_expert: Callable, inspector, latents: Optional[Sequence[int]] = None, n: int = 5):
     "Check a learner's `nearest_other_expert(W_dec, n_experts, latent, n) -> [(latent, cosine), ...]`."
-    W, E, M = inspector.sae.W_dec.detach().cpu(), inspector.E, inspector.M
+    W_dec, E, M = inspector.sae.W_dec.detach().cpu(), inspector.E, inspector.M
     if latents is None:   # the most duplicated latent, and the one with the closest partner inside its own expert
-        nb = nearest_neighbours(W, E)
+        nb = nearest_neighbours(W_dec, E)
         latents = (int(nb.across_cos.argmax()), int((nb.within_cos - nb.across_cos).argmax()), 1)
     for j in latents:
         if j >= inspector.N: continue
-        got = _call(nearest_other_expert, "nearest_other_expert", W, E, j, n)
+        got = _call(nearest_other_expert, "nearest_other_expert", W_dec, E, j, n)
         want = [(i, c) for i, _, c in inspector.latent_summary(j, n_neighbours=n)["neighbours"]]
         try: got = [(int(i), float(c)) for i, c in got]
         except (TypeError, ValueError):

@@ -8,6 +8,7 @@ import html, io, json, time
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 import torch
+from fastcore.basics import patch
 from . import tiny_lm
 from .checkpoint import load_sae
 from .activations import LM, load_lm, lm_activations, text_stream, token_contexts
@@ -15,10 +16,9 @@ from .geometry import expert_similarity, unit_rows
 
 # %% auto 0
 __all__ = ['DEMO_COMMAND', 'DEMO_TEXTS', 'demo_dir', 'demo_sae', 'run_data', 'byte_label', 'token_labeler', 'Codes',
-           'encode_tokens', 'sample_contexts', 'Snippet', 'Inspector', 'TextCodes', 'analyze', 'token_summary',
-           'latent_activation', 'top_contexts', 'expert_summary', 'latent_summary', 'expert_colors', 'html_tokens',
+           'encode_tokens', 'sample_contexts', 'Snippet', 'Inspector', 'TextCodes', 'expert_colors', 'html_tokens',
            'html_activations', 'html_snippets', 'html_token', 'html_expert', 'html_latent', 'plot_load',
-           'plot_similarity', 'RoutingInspector', 'set_text', 'select_token', 'select_expert', 'select_latent']
+           'plot_similarity', 'RoutingInspector']
 
 # %% ../nbs/14_inspector.ipynb
 DEMO_COMMAND = "switch-sae train --n-latents 2048 --steps 3000 --out runs/demo_sae"
@@ -143,7 +143,7 @@ class Inspector:
         self.token_count = torch.bincount(body, minlength=V).float()
         self.token_expert = torch.zeros(self.E, V).index_put_((s.expert.flatten(), body), torch.ones(len(body)), accumulate=True)
         # geometry
-        self.W = unit_rows(sae.W_dec).float().cpu()
+        self.decoder_dirs = unit_rows(sae.W_dec).float().cpu()          # [N, d] unit-norm decoder rows
         self.similarity = expert_similarity(sae.W_dec, self.E).float().cpu()
 
     @classmethod
@@ -173,6 +173,7 @@ class TextCodes(NamedTuple):
     top_indices: torch.Tensor   # [T, k]
     truncated: bool             # the text was longer than the model's context
 
+@patch
 def analyze(self: Inspector, text: str) -> TextCodes:
     "Route and encode every token of `text`."
     ids = list(self.lm.encode(text))
@@ -187,9 +188,8 @@ def analyze(self: Inspector, text: str) -> TextCodes:
     return TextCodes(text, ids, [self.label(t) for t in ids], c.expert[0], c.gate[0], c.probs[0],
                      c.top_acts[0], c.top_indices[0], truncated)
 
-Inspector.analyze = analyze
-
 # %% ../nbs/14_inspector.ipynb
+@patch
 def token_summary(self: Inspector, codes: TextCodes, pos: int) -> dict:
     "The routing and the active latents of token `pos` of `codes`."
     if not 0 <= pos < len(codes.tokens): raise IndexError(f"token {pos} is outside the text (0..{len(codes.tokens) - 1}).")
@@ -199,13 +199,13 @@ def token_summary(self: Inspector, codes: TextCodes, pos: int) -> dict:
     return dict(position=pos, label=codes.labels[pos], expert=int(codes.expert[pos]), gate=float(codes.gate[pos]),
                 probs=[(int(e), float(probs[e])) for e in probs.argsort(descending=True)], latents=latents)
 
-Inspector.token_summary = token_summary
-
 # %% ../nbs/14_inspector.ipynb
+@patch
 def latent_activation(self: Inspector, top_acts: torch.Tensor, top_indices: torch.Tensor, latent: int) -> torch.Tensor:
     "The dense activation of `latent` on each token, from sparse codes [..., k]."
     return (top_acts * (top_indices == latent)).sum(-1)
 
+@patch
 def top_contexts(self: Inspector, latent: int, n: int = 5, left: int = 30, right: int = 10) -> List[Snippet]:
     "The `n` strongest occurrences of `latent` in the sample, one per context, with a window of text around each."
     s, Tp = self.sample, self.sample.expert.shape[1]
@@ -222,9 +222,8 @@ def top_contexts(self: Inspector, latent: int, n: int = 5, left: int = 30, right
         if len(out) == n: break
     return out
 
-Inspector.latent_activation, Inspector.top_contexts = latent_activation, top_contexts
-
 # %% ../nbs/14_inspector.ipynb
+@patch
 def expert_summary(self: Inspector, expert: int, codes: Optional[TextCodes] = None, n_tokens: int = 12,
                    n_latents: int = 8, n_contexts: int = 3) -> dict:
     "Load, favourite tokens and top latents of `expert`."
@@ -247,15 +246,14 @@ def expert_summary(self: Inspector, expert: int, codes: Optional[TextCodes] = No
                 mean_gate=float(self.sample.gate[mine].mean()) if n_mine else float("nan"),
                 tokens=tokens, latents=latents, dead=int((counts == 0).sum()))
 
-Inspector.expert_summary = expert_summary
-
 # %% ../nbs/14_inspector.ipynb
+@patch
 def latent_summary(self: Inspector, latent: int, codes: Optional[TextCodes] = None, n_contexts: int = 5,
                    n_neighbours: int = 5) -> dict:
     "Everything the inspector shows about `latent`."
     if not 0 <= latent < self.N: raise IndexError(f"latent {latent} does not exist: this SAE has latents 0..{self.N - 1}.")
     expert = latent // self.M
-    cos = self.W @ self.W[latent]
+    cos = self.decoder_dirs @ self.decoder_dirs[latent]
     own = slice(expert * self.M, (expert + 1) * self.M)
     inside = cos[own].clone(); inside[latent - expert * self.M] = -2
     cos[own] = -2
@@ -268,8 +266,6 @@ def latent_summary(self: Inspector, latent: int, codes: Optional[TextCodes] = No
                 mean_act=float(self.latent_sum[latent] / c) if c else 0.0,
                 text_acts=acts, contexts=self.top_contexts(latent, n_contexts), neighbours=neighbours,
                 best_inside=(expert * self.M + jb, float(inside[jb])))
-
-Inspector.latent_summary = latent_summary
 
 # %% ../nbs/14_inspector.ipynb
 def expert_colors(n: int) -> List[str]:
@@ -338,8 +334,8 @@ def html_expert(s: dict, colors: Sequence[str]) -> str:
     toks = " ".join(f'<span title="{c} tokens, {sh:.0%} of all {html.escape(repr(lab))}" '
                     f'style="{_MONO}background:{_rgba(colors[e], .35)};padding:0 3px;margin:1px">'
                     f'{html.escape(repr(lab))}&nbsp;<small>{sh:.0%}</small></span>' for _, lab, c, sh in s["tokens"])
-    lat = "".join(f'<div style="margin-top:4px"><b>latent {l["latent"]}</b> <small>fires on {l["freq"]:.1%} of its tokens, '
-                  f'mean {l["mean_act"]:.2f}</small>{html_snippets(l["contexts"])}</div>' for l in s["latents"])
+    lat = "".join(f'<div style="margin-top:4px"><b>latent {latent["latent"]}</b> <small>fires on {latent["freq"]:.1%} of its tokens, '
+                  f'mean {latent["mean_act"]:.2f}</small>{html_snippets(latent["contexts"])}</div>' for latent in s["latents"])
     return (f'<div class="ssae-expert-panel"><h4 style="margin:2px 0;color:{colors[e]}">Expert {e}</h4>'
             f'load {s["load"]:.1%} of the sample{text_load} (uniform: {1 / len(colors):.1%}); '
             f'mean router p of its tokens {s["mean_gate"]:.2f}; {s["dead"]} latents never fire on the sample'
@@ -413,7 +409,7 @@ DEMO_TEXTS = {
 class RoutingInspector:
     "An ipywidgets front end for an `Inspector`: text coloured by expert, expert and latent panels, plots."
     def __init__(self, inspector: Inspector, texts: Optional[Dict[str, str]] = None, text: Optional[str] = None):
-        try: import ipywidgets as W
+        try: import ipywidgets as widgets
         except ImportError as e:
             raise ImportError("the routing inspector needs ipywidgets: pip install ipywidgets") from e
         self.ins, self.colors = inspector, expert_colors(inspector.E)
@@ -422,40 +418,41 @@ class RoutingInspector:
         self.codes: Optional[TextCodes] = None
         self.expert, self.latent, self.token = 0, 0, 0
         self._busy = False
-        self.text_pick = W.Dropdown(options=list(self.texts) + ["(your own)"], description="text", layout=W.Layout(width="340px"))
-        self.text_box = W.Textarea(value="", placeholder="type a text, then click outside the box",
-                                   continuous_update=False, layout=W.Layout(width="100%", height="64px"))
-        self.tokens_html = W.HTML()
-        self.token_slider = W.IntSlider(min=0, max=0, description="token", continuous_update=False, layout=W.Layout(width="98%"))
-        self.token_html = W.HTML()
-        self.expert_pick = W.Dropdown(options=[(f"expert {e} ({l:.1%} of tokens)", e) for e, l in enumerate(inspector.load.tolist())],
-                                      description="expert", layout=W.Layout(width="300px"))
-        self.expert_html = W.HTML()
-        self.load_img, self.sim_img = W.Image(format="png"), W.Image(format="png")
-        self.latent_pick = W.Dropdown(options=[], description="latent", layout=W.Layout(width="300px"))
-        self.latent_box = W.BoundedIntText(min=0, max=inspector.N - 1, description="any latent", layout=W.Layout(width="200px"))
-        self.latent_html = W.HTML()
-        self.status = W.HTML()
-        for w, cls in [(self.text_pick, "ssae-text-pick"), (self.text_box, "ssae-text-box"), (self.tokens_html, "ssae-tokens"),
+        self.text_pick = widgets.Dropdown(options=list(self.texts) + ["(your own)"], description="text", layout=widgets.Layout(width="340px"))
+        self.text_box = widgets.Textarea(value="", placeholder="type a text, then click outside the box",
+                                   continuous_update=False, layout=widgets.Layout(width="100%", height="64px"))
+        self.tokens_html = widgets.HTML()
+        self.token_slider = widgets.IntSlider(min=0, max=0, description="token", continuous_update=False, layout=widgets.Layout(width="98%"))
+        self.token_html = widgets.HTML()
+        self.expert_pick = widgets.Dropdown(options=[(f"expert {e} ({load:.1%} of tokens)", e) for e, load in enumerate(inspector.load.tolist())],
+                                      description="expert", layout=widgets.Layout(width="300px"))
+        self.expert_html = widgets.HTML()
+        self.load_img, self.sim_img = widgets.Image(format="png"), widgets.Image(format="png")
+        self.latent_pick = widgets.Dropdown(options=[], description="latent", layout=widgets.Layout(width="300px"))
+        self.latent_box = widgets.BoundedIntText(min=0, max=inspector.N - 1, description="any latent", layout=widgets.Layout(width="200px"))
+        self.latent_html = widgets.HTML()
+        self.status = widgets.HTML()
+        for widget, css_class in [(self.text_pick, "ssae-text-pick"), (self.text_box, "ssae-text-box"), (self.tokens_html, "ssae-tokens"),
                        (self.token_slider, "ssae-token-slider"), (self.expert_pick, "ssae-expert-pick"),
                        (self.expert_html, "ssae-expert"), (self.latent_pick, "ssae-latent-pick"),
                        (self.latent_box, "ssae-latent-box"), (self.latent_html, "ssae-latent"), (self.status, "ssae-status")]:
-            w.add_class(cls)
+            widget.add_class(css_class)
         self.text_pick.observe(self._on("text_pick"), "value")
         self.text_box.observe(self._on("text_box"), "value")
         self.token_slider.observe(self._on("token_slider"), "value")
         self.expert_pick.observe(self._on("expert_pick"), "value")
         self.latent_pick.observe(self._on("latent_pick"), "value")
         self.latent_box.observe(self._on("latent_box"), "value")
-        box = lambda *c, **kw: W.VBox(list(c), layout=W.Layout(border="1px solid #ddd", padding="4px", margin="2px", **kw))
-        self.widget = W.VBox([
-            W.HTML(f"<b>Switch SAE routing inspector</b> &mdash; {inspector.N} latents in {inspector.E} experts, "
+        def box(*children, **layout):
+            return widgets.VBox(list(children), layout=widgets.Layout(border="1px solid #ddd", padding="4px", margin="2px", **layout))
+        self.widget = widgets.VBox([
+            widgets.HTML(f"<b>Switch SAE routing inspector</b> &mdash; {inspector.N} latents in {inspector.E} experts, "
                    f"k = {inspector.k}, hook <code>{html.escape(inspector.hook)}</code>, sample of {inspector.n_tokens} tokens"),
-            W.HBox([box(self.text_pick, self.text_box, self.tokens_html, self.token_slider, width="60%", overflow="hidden"),
+            widgets.HBox([box(self.text_pick, self.text_box, self.tokens_html, self.token_slider, width="60%", overflow="hidden"),
                     box(self.token_html, width="38%", overflow="hidden")]),
-            W.HBox([box(self.expert_pick, self.expert_html, width="60%", max_height="640px", overflow="auto"),
+            widgets.HBox([box(self.expert_pick, self.expert_html, width="60%", max_height="640px", overflow="auto"),
                     box(self.load_img, self.sim_img, width="38%", overflow="hidden")]),
-            box(W.HBox([self.latent_pick, self.latent_box]), self.latent_html, overflow="auto"),
+            box(widgets.HBox([self.latent_pick, self.latent_box]), self.latent_html, overflow="auto"),
             self.status])
         self.widget.add_class("ssae-inspector")
         first = next(iter(self.texts.values()), "") if text is None else text
@@ -468,20 +465,20 @@ class RoutingInspector:
     def _on(self, name):
         def handler(change):
             if self._busy: return
-            v = change["new"]
+            value = change["new"]
             if name == "text_pick":
-                if v in self.texts: self.set_text(self.texts[v])
-            elif name == "text_box": self.set_text(v)
-            elif name == "token_slider": self.select_token(v)
-            elif name == "expert_pick": self.select_expert(v)
-            elif name in ("latent_pick", "latent_box") and v is not None: self.select_latent(v)
+                if value in self.texts: self.set_text(self.texts[value])
+            elif name == "text_box": self.set_text(value)
+            elif name == "token_slider": self.select_token(value)
+            elif name == "expert_pick": self.select_expert(value)
+            elif name in ("latent_pick", "latent_box") and value is not None: self.select_latent(value)
         return handler
 
     def _set(self, widget, **kw):
         "Set widget traits without triggering our own callbacks."
         busy, self._busy = self._busy, True
         try:
-            for k, v in kw.items(): setattr(widget, k, v)
+            for trait, value in kw.items(): setattr(widget, trait, value)
         finally: self._busy = busy
 
     def _timed(self, name, t0):
@@ -490,27 +487,29 @@ class RoutingInspector:
         self.status.value = f'<span style="font-size:11px;color:#666">{name}: {ms:.0f} ms</span>'
 
 # %% ../nbs/14_inspector.ipynb
+@patch
 def set_text(self: RoutingInspector, text: str) -> TextCodes:
     "Show `text`: tokens coloured by expert; the token, expert and latent panels follow it."
     t0 = time.perf_counter()
-    self.codes = c = self.ins.analyze(text)
+    self.codes = codes = self.ins.analyze(text)
     picked = next((k for k, v in self.texts.items() if v == text), "(your own)")
     self._set(self.text_box, value=text)
     self._set(self.text_pick, value=picked)
-    self._set(self.token_slider, max=max(0, len(c.tokens) - 1), value=0)
+    self._set(self.token_slider, max=max(0, len(codes.tokens) - 1), value=0)
     self.token = 0
-    if len(c.tokens):   # open on the expert that gets most of this text, and on its strongest latent here
-        self.expert = int(torch.bincount(c.expert, minlength=self.ins.E).argmax())
+    if len(codes.tokens):   # open on the expert that gets most of this text, and on its strongest latent here
+        self.expert = int(torch.bincount(codes.expert, minlength=self.ins.E).argmax())
     self._show_expert()
     j = None
-    if len(c.tokens):
-        mine = (c.top_indices // self.ins.M == self.expert) & (c.top_acts > 0)
-        if mine.any(): j = int(c.top_indices[mine][c.top_acts[mine].argmax()])
+    if len(codes.tokens):
+        mine = (codes.top_indices // self.ins.M == self.expert) & (codes.top_acts > 0)
+        if mine.any(): j = int(codes.top_indices[mine][codes.top_acts[mine].argmax()])
     self._show_latent(j)
     self._show_token()
     self._timed("set_text", t0)
-    return c
+    return codes
 
+@patch
 def select_token(self: RoutingInspector, pos: int) -> Optional[dict]:
     "Show token `pos` of the text: its router distribution and active latents."
     t0 = time.perf_counter()
@@ -520,6 +519,7 @@ def select_token(self: RoutingInspector, pos: int) -> Optional[dict]:
     self._timed("select_token", t0)
     return out
 
+@patch
 def select_expert(self: RoutingInspector, expert: int) -> dict:
     "Show `expert`: load, favourite tokens, top latents, plots; the latent panel moves to its top latent."
     t0 = time.perf_counter()
@@ -529,6 +529,7 @@ def select_expert(self: RoutingInspector, expert: int) -> dict:
     self._timed("select_expert", t0)
     return out
 
+@patch
 def select_latent(self: RoutingInspector, latent: int) -> dict:
     "Show `latent`: activation over the text, top contexts, nearest decoder directions in other experts."
     t0 = time.perf_counter()
@@ -536,32 +537,34 @@ def select_latent(self: RoutingInspector, latent: int) -> dict:
     self._timed("select_latent", t0)
     return out
 
-RoutingInspector.set_text, RoutingInspector.select_token = set_text, select_token
-RoutingInspector.select_expert, RoutingInspector.select_latent = select_expert, select_latent
-
 # %% ../nbs/14_inspector.ipynb
+@patch
 def _show_token(self: RoutingInspector) -> Optional[dict]:
-    c = self.codes
-    self.tokens_html.value = html_tokens(c, self.colors, self.token if len(c.tokens) else None, self.ins.E)
-    if not len(c.tokens):
+    codes = self.codes
+    self.tokens_html.value = html_tokens(codes, self.colors, self.token if len(codes.tokens) else None, self.ins.E)
+    if not len(codes.tokens):
         self.token_html.value = "<i>no tokens</i>"; return None
-    t = self.ins.token_summary(c, self.token)
+    t = self.ins.token_summary(codes, self.token)
     self.token_html.value = html_token(t, self.colors)
     return t
 
+@patch
 def _show_expert(self: RoutingInspector) -> dict:
     s = self.ins.expert_summary(self.expert, self.codes)
     self._set(self.expert_pick, value=self.expert)
     self.expert_html.value = html_expert(s, self.colors)
-    c = self.codes
-    text_load = (torch.bincount(c.expert, minlength=self.ins.E).float() / len(c.tokens)).tolist() if c is not None and len(c.tokens) else None
+    codes = self.codes
+    text_load = None
+    if codes is not None and len(codes.tokens):
+        text_load = (torch.bincount(codes.expert, minlength=self.ins.E).float() / len(codes.tokens)).tolist()
     self.load_img.value = plot_load(self.ins.load.tolist(), self.colors, self.expert, text_load)
     self.sim_img.value = plot_similarity(self.ins.similarity, self.expert)
-    opts = [(f"latent {l['latent']} (fires on {l['freq']:.1%})", l["latent"]) for l in s["latents"]]
+    opts = [(f"latent {lat['latent']} (fires on {lat['freq']:.1%})", lat["latent"]) for lat in s["latents"]]
     self._set(self.latent_pick, options=opts, value=None)
     self._expert_summary = s
     return s
 
+@patch
 def _show_latent(self: RoutingInspector, latent: Optional[int]) -> Optional[dict]:
     if latent is None:   # the expert's top latent
         lat = self._expert_summary["latents"]
@@ -576,5 +579,3 @@ def _show_latent(self: RoutingInspector, latent: Optional[int]) -> Optional[dict
     s = self.ins.latent_summary(latent, self.codes)
     self.latent_html.value = html_latent(s, self.codes, self.colors)
     return s
-
-RoutingInspector._show_token, RoutingInspector._show_expert, RoutingInspector._show_latent = _show_token, _show_expert, _show_latent

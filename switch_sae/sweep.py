@@ -20,8 +20,8 @@ from .files import atomic_write_text
 
 # %% auto 0
 __all__ = ['DEFAULT_LB_ALPHA', 'GRIDS', 'COLUMNS', 'AUTHORS_LB_RATIO', 'RunSpec', 'flops_per_token', 'run_id', 'best_lr',
-           'grid_runs', 'in_shard', 'merge_shards', 'SweepData', 'read_rows', 'write_rows', 'lb_ratio', 'run_one',
-           'sweep', 'sweep_verdicts', 'lb_verdicts', 'plot_lb', 'repro_verdicts', 'plot_repro', 'plot_sweep',
+           'grid_runs', 'in_shard', 'merge_shards', 'SweepData', 'read_sweep_csv', 'write_sweep_csv', 'lb_ratio',
+           'run_one', 'sweep', 'sweep_verdicts', 'lb_verdicts', 'plot_lb', 'repro_verdicts', 'plot_repro', 'plot_sweep',
            'sweep_parser', 'sweep_main']
 
 # %% ../nbs/18_sweep.ipynb
@@ -162,7 +162,7 @@ def merge_shards(out) -> Path:
     "Write `out/sweep.csv` from the CSVs of a sweep's shards (`sweep-IofN.csv`), atomically; returns its path."
     out = Path(out)
     parts = sorted(out.glob("sweep-*of*.csv"))
-    if parts: write_rows(out / "sweep.csv", [r for p in parts for r in read_rows(p)])
+    if parts: write_sweep_csv(out / "sweep.csv", [r for p in parts for r in read_sweep_csv(p)])
     return out / "sweep.csv"
 
 # %% ../nbs/18_sweep.ipynb
@@ -196,13 +196,13 @@ COLUMNS = ("run_id", "grid", "phase", "arch", "variant", "matching", "n_experts"
            "train_seconds", "train_cpu_seconds", "fve", "mse", "l0", "ce_loss_recovered", "delta_ce", "kl", "dead_frac",
            "max_expert_load", "router_entropy", "dup_frac", "best_cos_across", "model", "hook", "device", "threads", "load_before")
 
-def read_rows(path) -> List[dict]:
+def read_sweep_csv(path) -> List[dict]:
     "The rows of a sweep CSV, as dicts of strings ([] when there is no file)."
     path = Path(path)
     if not path.exists(): return []
     with open(path, newline="") as f: return list(csv.DictReader(f))
 
-def write_rows(path, rows: List[dict]) -> None:
+def write_sweep_csv(path, rows: List[dict]) -> None:
     "Write `rows` atomically (temporary file, then rename)."
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -234,9 +234,9 @@ def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: i
     E_r = cfg.n_routed_experts
     dup = cos = float("nan")
     if cfg.arch == "switch" and cfg.n_experts > 1 and cfg.n_latents <= dup_max_latents:
-        W = tr.model.W_dec.detach()
-        dup = duplicated_features(W, cfg.n_experts)["frac_duplicated"]
-        cos = nearest_neighbours(W, cfg.n_experts).across_cos.mean().item()
+        W_dec = tr.model.W_dec.detach()
+        dup = duplicated_features(W_dec, cfg.n_experts)["frac_duplicated"]
+        cos = nearest_neighbours(W_dec, cfg.n_experts).across_cos.mean().item()
     matching = ("baseline" if cfg.arch == "topk" else "width" if cfg.n_latents == base_n
                 else "flop" if cfg.expert_size == base_n else "-")
     row = dict(run_id=run_id(spec, steps, batch_size, seed), grid=grid, phase=phase, arch=cfg.arch, variant=spec.variant,
@@ -297,7 +297,7 @@ def sweep(grid: str, out, act: Optional[ActivationConfig] = None, cache=None, st
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}.")
     path = out / (f"sweep-{shard[0]}of{shard[1]}.csv" if shard else "sweep.csv")
-    rows = read_rows(path)
+    rows = read_sweep_csv(path)
     base_n = g["width_mult"] * data.d
     models = _spec_models(grid_runs(grid, data.d))
     rid = lambda s: run_id(s, steps, batch_size, seed)
@@ -316,7 +316,7 @@ def sweep(grid: str, out, act: Optional[ActivationConfig] = None, cache=None, st
         spec, t0 = todo[0], time.time()
         phase = "" if g.get("kind") != "repro" else "lr-sweep" if spec.steps == g["lr_steps"] else "main"
         row = run_one(spec, data, steps, batch_size, seed, device, base_n, g["dup_max_latents"], grid, phase)
-        rows.append(row); write_rows(path, rows); ran += 1
+        rows.append(row); write_sweep_csv(path, rows); ran += 1
         if shard: merge_shards(out)
         overhead.append(time.time() - t0 - float(row["train_seconds"]))
         bar.total = _expected_runs(grid, data.d, rows, shard); bar.update(1)
@@ -379,7 +379,7 @@ def _time_col(rows) -> str:
 
 def sweep_verdicts(csv_path) -> Dict[str, str]:
     "One sentence per figure: the paper's claim, and whether it held in this CSV (computed, not typed)."
-    rows = _num(read_rows(csv_path), *_NUM)
+    rows = _num(read_sweep_csv(csv_path), *_NUM)
     if not rows: raise ValueError(f"{csv_path} holds no runs.")
     kind = _kind(rows)
     if kind: return lb_verdicts(rows) if kind == "lb" else repro_verdicts(rows)
@@ -621,20 +621,20 @@ def plot_repro(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
                              ("width", "frontier_width_matched.png", lambda m: m[0] == "switch" and m[1] == Nd)):
         if key not in v: continue
         groups = [("TopK", line(dense[0]), "k*-")] + [(_label(m, Nd), line(m), s) for m, s in zip([m for m in tuned if match(m)], styles)]
-        fig = Figure(figsize=(10, 4.8)); a, b = fig.subplots(1, 2)
-        _ax_lines(a, groups, "l0", "mse", "MSE vs L0", ylog=True); _ax_lines(b, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
-        a.legend(fontsize=7)
+        fig = Figure(figsize=(10, 4.8)); left, right = fig.subplots(1, 2)
+        _ax_lines(left, groups, "l0", "mse", "MSE vs L0", ylog=True); _ax_lines(right, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
+        left.legend(fontsize=7)
         fig.suptitle(("FLOP-matched" if key == "flop" else "Width-matched") + f" (dense N = {Nd:.0f}), best learning rates", fontsize=10)
         fig.subplots_adjust(bottom=0.36, wspace=0.3); _caption(fig, v[key]); fig.savefig(out / name, dpi=110); written.append(name)
     if "lr" in v:
-        fig = Figure(figsize=(8, 5.2)); a = fig.subplots()
+        fig = Figure(figsize=(8, 5.2)); ax = fig.subplots()
         for m, s in zip(tuned, styles * 2):
             rs = sorted([r for r in rows if r["phase"] == "lr-sweep" and (r["arch"], r["n_latents"], r["n_experts"]) == m], key=lambda r: r["lr"])
-            a.plot([r["lr"] for r in rs], [r["mse"] for r in rs], s, label=_label(m, Nd), ms=4)
+            ax.plot([r["lr"] for r in rs], [r["mse"] for r in rs], s, label=_label(m, Nd), ms=4)
             rule = [r for r in rs if math.isclose(r["lr"], r["lr_rule"], rel_tol=1e-3)]
-            if rule: a.plot([rule[0]["lr"]], [rule[0]["mse"]], "o", mfc="none", mec="k", ms=9)
-        a.set_xscale("log"); a.set_yscale("log"); a.grid(alpha=0.3); a.legend(fontsize=7)
-        a.set_xlabel("learning rate (circled: the paper's rule)"); a.set_ylabel("held-out MSE"); a.set_title("Learning-rate sweep", fontsize=10)
+            if rule: ax.plot([rule[0]["lr"]], [rule[0]["mse"]], "o", mfc="none", mec="k", ms=9)
+        ax.set_xscale("log"); ax.set_yscale("log"); ax.grid(alpha=0.3); ax.legend(fontsize=7)
+        ax.set_xlabel("learning rate (circled: the paper's rule)"); ax.set_ylabel("held-out MSE"); ax.set_title("Learning-rate sweep", fontsize=10)
         fig.subplots_adjust(bottom=0.36); _caption(fig, v["lr"]); fig.savefig(out / "lr_sweep.png", dpi=110); written.append("lr_sweep.png")
     return written
 
@@ -654,7 +654,7 @@ def _caption(fig, text):
 def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
     "Draw the paper's figures from a sweep CSV into `out_dir` (PNG) with `verdicts.md`; returns the verdicts."
     from matplotlib.figure import Figure
-    rows = _num(read_rows(csv_path), *_NUM)
+    rows = _num(read_sweep_csv(csv_path), *_NUM)
     if not rows: raise ValueError(f"{csv_path} holds no runs.")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     v = sweep_verdicts(csv_path)
@@ -673,23 +673,23 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
                             ("flop", "frontier_flop_matched.png", lambda E: _sel(rows, variant="switch", expert_size=Nd, n_experts=E, lb_alpha=a0))]:
         if key not in v: continue
         groups = [("TopK", dense, "k*-")] + [(f"Switch E={E:.0f}", pick(E), s) for E, s in zip(Es, styles)]
-        fig = Figure(figsize=(10, 4.4)); a, b = fig.subplots(1, 2)
-        _ax_lines(a, groups, "l0", "mse", "MSE vs L0", ylog=True)
-        _ax_lines(b, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
-        a.legend(fontsize=7); fig.suptitle(("Width-matched" if key == "width" else "FLOP-matched") + f" (dense N = {Nd:.0f})", fontsize=10)
+        fig = Figure(figsize=(10, 4.4)); left, right = fig.subplots(1, 2)
+        _ax_lines(left, groups, "l0", "mse", "MSE vs L0", ylog=True)
+        _ax_lines(right, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
+        left.legend(fontsize=7); fig.suptitle(("Width-matched" if key == "width" else "FLOP-matched") + f" (dense N = {Nd:.0f})", fontsize=10)
         fig.subplots_adjust(bottom=0.27, wspace=0.3); _caption(fig, v[key]); fig.savefig(out / name, dpi=110); written.append(name)
     if "time" in v:
-        fig = Figure(figsize=(7, 4.8)); a = fig.subplots()
+        fig = Figure(figsize=(7, 4.8)); ax = fig.subplots()
         tk, ts = _sel(rows, variant="topk", k=k0, lb_alpha=a0), _sel(rows, variant="switch", n_experts=E0, k=k0, lb_alpha=a0)
         col = _time_col(tk + ts)
         groups = [("TopK (dense)", tk, "k*-"), (f"Switch E={E0:.0f}", ts, "o-")]
         if col != "train_seconds": groups += [("TopK, wall", tk, "k*:"), (f"Switch E={E0:.0f}, wall", ts, "o:")]
-        _ax_lines(a, groups[:2], "n_latents", col, f"training time vs N (k = {k0:.0f}, equal tokens)", ylog=True)
+        _ax_lines(ax, groups[:2], "n_latents", col, f"training time vs N (k = {k0:.0f}, equal tokens)", ylog=True)
         if col != "train_seconds":
             for label, rs, st in groups[2:]:
-                a.plot([r["n_latents"] for r in rs], [r["train_seconds"] for r in rs], st, label=label, ms=3, alpha=0.6)
-            a.set_ylabel("seconds: CPU (solid), wall (dotted)")
-        a.legend(fontsize=7); fig.subplots_adjust(bottom=0.3, left=0.14); _caption(fig, v["time"]); fig.savefig(out / "train_time.png", dpi=110)
+                ax.plot([r["n_latents"] for r in rs], [r["train_seconds"] for r in rs], st, label=label, ms=3, alpha=0.6)
+            ax.set_ylabel("seconds: CPU (solid), wall (dotted)")
+        ax.legend(fontsize=7); fig.subplots_adjust(bottom=0.3, left=0.14); _caption(fig, v["time"]); fig.savefig(out / "train_time.png", dpi=110)
         written.append("train_time.png")
     if "lb" in v:
         lb = sorted(_sel(rows, variant="switch", n_latents=Nd, n_experts=E0, k=k0), key=lambda r: r["lb_alpha"])
@@ -705,22 +705,22 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
                                     ("variants", "variants.png", "Variants", ("switch", "switch1on", "switch+moe2"))]:
         if key not in v: continue
         groups = [(n, _sel(rows, variant=n, n_latents=Nd, n_experts=E0, lb_alpha=a0), s) for n, s in zip(names, styles)]
-        fig = Figure(figsize=(10, 4.4)); a, b = fig.subplots(1, 2)
-        _ax_lines(a, groups, "l0", "mse", "MSE vs L0", ylog=True); _ax_lines(b, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
-        a.legend(fontsize=7); fig.suptitle(f"{title} (E = {E0:.0f}, N = {Nd:.0f})", fontsize=10)
+        fig = Figure(figsize=(10, 4.4)); left, right = fig.subplots(1, 2)
+        _ax_lines(left, groups, "l0", "mse", "MSE vs L0", ylog=True); _ax_lines(right, groups, "l0", "ce_loss_recovered", "loss recovered vs L0")
+        left.legend(fontsize=7); fig.suptitle(f"{title} (E = {E0:.0f}, N = {Nd:.0f})", fontsize=10)
         fig.subplots_adjust(bottom=0.27, wspace=0.3); _caption(fig, v[key]); fig.savefig(out / name, dpi=110); written.append(name)
     if "duplication" in v:
-        fig = Figure(figsize=(7, 4.8)); a = fig.subplots()
+        fig = Figure(figsize=(7, 4.8)); ax = fig.subplots()
         ks = sorted({r["k"] for r in rows if r["variant"] == "switch" and r["n_latents"] == Nd})
         groups = [(f"k={k:.0f}", sorted([r for r in _sel(rows, variant="switch", n_latents=Nd, k=k, lb_alpha=a0) if r["n_experts"] > 1],
                                          key=lambda r: r["n_experts"]), s) for k, s in zip(ks, styles)]
-        _ax_lines(a, groups, "n_experts", "dup_frac", f"latents with a copy (cos >= 0.9) in another expert (N = {Nd:.0f})")
-        a.legend(fontsize=7, loc="upper left")
-        b = a.twinx()
+        _ax_lines(ax, groups, "n_experts", "dup_frac", f"latents with a copy (cos >= 0.9) in another expert (N = {Nd:.0f})")
+        ax.legend(fontsize=7, loc="upper left")
+        twin = ax.twinx()
         for (label, rs, st) in groups:
             rs = [r for r in rs if not math.isnan(r["best_cos_across"])]
-            b.plot([r["n_experts"] for r in rs], [r["best_cos_across"] for r in rs], st.replace("-", ":"), alpha=0.5, ms=3)
-        b.set_ylabel("mean best cosine to another expert (dotted)")
+            twin.plot([r["n_experts"] for r in rs], [r["best_cos_across"] for r in rs], st.replace("-", ":"), alpha=0.5, ms=3)
+        twin.set_ylabel("mean best cosine to another expert (dotted)")
         fig.subplots_adjust(bottom=0.3, left=0.12, right=0.86); _caption(fig, v["duplication"]); fig.savefig(out / "duplication.png", dpi=110)
         written.append("duplication.png")
     md = "# Verdicts\n\nComputed by `plot_sweep` from `" + Path(csv_path).name + "`.\n\n" + \
@@ -754,32 +754,32 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (0-based; N processes share the sweep, "
                    "each with its own --shard; every run of a model stays in one shard)")
     p.add_argument("--plot-only", action="store_true", help="only redraw the figures and verdicts from --out/sweep.csv")
-    a = p.add_argument_group("language-model activations (ActivationConfig)")
-    add_dataclass_args(a, ActivationConfig, skip=("batch_size", "seed", "device", "dtype"))
+    group = p.add_argument_group("language-model activations (ActivationConfig)")
+    add_dataclass_args(group, ActivationConfig, skip=("batch_size", "seed", "device", "dtype"))
     return p
 
 def sweep_main(argv: Optional[List[str]] = None) -> Dict[str, str]:
     "`switch-sae sweep`."
-    a = sweep_parser().parse_args(argv)
+    args = sweep_parser().parse_args(argv)
     try:
-        given = {k: v for k, v in given_args(ActivationConfig, a).items() if k not in ("batch_size", "seed", "device", "dtype")}
-        act = ActivationConfig(**{"n_ctxs": GRIDS[a.grid]["n_ctxs"], **given})
-        out = Path(a.out or Path("results") / f"{act.model}_sweep_{a.grid}")
+        given = {k: v for k, v in given_args(ActivationConfig, args).items() if k not in ("batch_size", "seed", "device", "dtype")}
+        act = ActivationConfig(**{"n_ctxs": GRIDS[args.grid]["n_ctxs"], **given})
+        out = Path(args.out or Path("results") / f"{act.model}_sweep_{args.grid}")
         shard = None
-        if a.shard:
-            try: shard = tuple(int(s) for s in a.shard.split("/"))
-            except ValueError: raise ValueError(f"--shard takes I/N (e.g. 0/2), got {a.shard!r}.") from None
-        if a.plot_only:
+        if args.shard:
+            try: shard = tuple(int(s) for s in args.shard.split("/"))
+            except ValueError: raise ValueError(f"--shard takes I/N (e.g. 0/2), got {args.shard!r}.") from None
+        if args.plot_only:
             merge_shards(out)
             if not (out / "sweep.csv").exists(): raise FileNotFoundError(f"no sweep.csv in {out}: run the sweep first (drop --plot-only).")
-            v = plot_sweep(out / "sweep.csv", out)
+            verdicts = plot_sweep(out / "sweep.csv", out)
         else:
-            if a.threads: torch.set_num_threads(a.threads)
-            sweep(a.grid, out, act, a.cache, a.steps, a.batch_size, a.eval_tokens, a.seed, a.device, a.eval_dataset,
-                  a.eval_split, limit=a.limit, shard=shard)
-            v = sweep_verdicts(out / "sweep.csv")
+            if args.threads: torch.set_num_threads(args.threads)
+            sweep(args.grid, out, act, args.cache, args.steps, args.batch_size, args.eval_tokens, args.seed, args.device,
+                  args.eval_dataset, args.eval_split, limit=args.limit, shard=shard)
+            verdicts = sweep_verdicts(out / "sweep.csv")
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise SystemExit(f"error: {e}")
-    for k, s in v.items(): print(f"- {k}: {s}")
+    for k, s in verdicts.items(): print(f"- {k}: {s}")
     print(f"wrote {out}/sweep.csv, the figures and {out}/verdicts.md")
-    return v
+    return verdicts

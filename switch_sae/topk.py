@@ -9,12 +9,12 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from .config import SwitchSAEConfig
 from .losses import l2_loss
 
 # %% auto 0
-__all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'SAEBase', 'check_input', 'scale_in', 'scale_for', 'set_act_scale_',
-           'decode_scaled', 'decode', 'lb_term', 'encode', 'forward', 'TopKSAE']
+__all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'SAEBase', 'scale_for', 'TopKSAE']
 
 # %% ../nbs/03_topk.ipynb
 class EncoderOutput(NamedTuple):
@@ -81,6 +81,7 @@ class SAEBase(nn.Module):
         self.b_dec.copy_(geometric_median(self.scale_in(x).float()).to(self.b_dec.dtype))
 
 # %% ../nbs/03_topk.ipynb
+@patch
 def check_input(self: SAEBase, x) -> torch.Tensor:
     "Validate activations and flatten them to [tokens, d_in]."
     d, dtype = self.cfg.d_in, self.W_dec.dtype
@@ -98,11 +99,10 @@ def check_input(self: SAEBase, x) -> torch.Tensor:
         raise ValueError(f"activations are on {x.device} but the SAE is on {self.W_dec.device}; move one of them (x.to('{self.W_dec.device}')).")
     return x.reshape(-1, d)
 
+@patch
 def scale_in(self: SAEBase, x) -> torch.Tensor:
     "Check raw activations, flatten them to [tokens, d_in] and bring them into the SAE's units (x * `act_scale`)."
     return self.check_input(x) * self.act_scale
-
-SAEBase.check_input, SAEBase.scale_in = check_input, scale_in
 
 # %% ../nbs/03_topk.ipynb
 def scale_for(mean_sq_norm: float, d_in: int) -> float:
@@ -112,6 +112,7 @@ def scale_for(mean_sq_norm: float, d_in: int) -> float:
                          f"zeros or holds NaN/Inf. Check the activation source, or train with normalize=False.")
     return math.sqrt(d_in / mean_sq_norm)
 
+@patch
 @torch.no_grad()
 def set_act_scale_(self: SAEBase, x: torch.Tensor) -> float:
     "Choose `act_scale` so that the raw activations `x` have mean squared norm `d_in` in the SAE's units; returns it."
@@ -119,9 +120,8 @@ def set_act_scale_(self: SAEBase, x: torch.Tensor) -> float:
     self.act_scale.fill_(s)
     return s
 
-SAEBase.set_act_scale_ = set_act_scale_
-
 # %% ../nbs/03_topk.ipynb
+@patch
 def decode_scaled(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
     "sum of top_acts * W_dec[top_indices] + b_dec, in the SAE's units: a sparse decoder, k rows per token."
     shape = top_acts.shape[:-1]
@@ -129,18 +129,22 @@ def decode_scaled(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tens
     out = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")
     return (out + self.b_dec).reshape(*shape, out.shape[-1])
 
+@patch
 def decode(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
     "x_hat in the raw activations' units: `decode_scaled` divided by `act_scale`."
     return self.decode_scaled(top_acts, top_indices) / self.act_scale
 
+@patch
 def lb_term(self: SAEBase, enc: EncoderOutput) -> torch.Tensor:
     "The load-balancing loss; zero for a dense SAE."
     return enc.top_acts.new_zeros(())
 
+@patch
 def encode(self: SAEBase, x: torch.Tensor) -> EncoderOutput:
     "Encode raw activations `x` [..., d_in]: `encode_scaled` (what each architecture defines) of `scale_in(x)`."
     return self.encode_scaled(self.scale_in(x))
 
+@patch
 def forward(self: SAEBase, x: torch.Tensor) -> SAEOutput:
     "Encode, decode and compute the losses `l2`, `lb` and `total` (in the SAE's units); `x_hat` in raw units."
     xs = self.scale_in(x)
@@ -150,9 +154,6 @@ def forward(self: SAEBase, x: torch.Tensor) -> SAEOutput:
     lb = self.lb_term(enc)
     total = l2 + self.cfg.lb_alpha * self.cfg.d_in * lb
     return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
-
-SAEBase.decode_scaled, SAEBase.decode, SAEBase.lb_term = decode_scaled, decode, lb_term
-SAEBase.encode, SAEBase.forward = encode, forward
 
 # %% ../nbs/03_topk.ipynb
 class TopKSAE(SAEBase):

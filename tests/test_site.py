@@ -212,7 +212,7 @@ def test_site_in_browser(site, tmp_path):
 
         # search, with the theme's own (offline) index
         box = _wait("the search box", lambda: css("input.md-search__input"))[0]
-        css("label.md-search__icon, label[for='__search']")[0].click() if not box.is_displayed() else None
+        if not box.is_displayed(): css("label.md-search__icon, label[for='__search']")[0].click()
         _wait("the search box to open", lambda: box.is_displayed(), 10)
         box.send_keys("load balancing")
         hits = _wait("search results", lambda: css(".md-search-result__item"), 30)
