@@ -1,6 +1,6 @@
 """Run every notebook once, as `nbdev_test` does, and keep the executed copies for the website.
 
-    python docs/execute.py [--n_workers 2] [--path nbs/15_geometry.ipynb] [--force]
+    python docs/execute.py [--n_workers 2] [--path nbs/14_geometry.ipynb] [--force]
 
 This is `make test`'s notebook step: the same notebooks (nbdev's `nbglob`, `.notest` folders
 left out), the same cells (those flagged with settings.ini `tst_flags` -- notest, gpu, slow --

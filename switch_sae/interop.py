@@ -19,8 +19,8 @@ from .checkpoint import load_sae
 # %% auto 0
 __all__ = ['REFERENCE_KEYS', 'SAELENS_VERSION', 'read_reference_config', 'load_reference_weights', 'from_reference',
            'load_reference', 'reference_config', 'save_reference', 'saelens_state_dict', 'saelens_config',
-           'save_saelens', 'sae_origin', 'SAEBenchConfig', 'SAEBenchSwitch', 'register_saelens', 'run_export',
-           'run_import', 'interop_parser', 'interop_main']
+           'save_saelens', 'sae_origin', 'SAEBenchConfig', 'SAEBenchSwitch', 'run_export', 'run_import',
+           'interop_parser', 'interop_main']
 
 # %% ../nbs/21_interop.ipynb
 REFERENCE_KEYS = dict(d_in=("activation_dim", "d_in"), n_latents=("dict_size", "n_latents", "d_sae"),
@@ -267,21 +267,6 @@ class SAEBenchSwitch(nn.Module):
         return (out + self.b_dec).reshape(*f.shape[:-1], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.decode(self.encode(x))
-
-# %% ../nbs/21_interop.ipynb
-def register_saelens() -> bool:
-    """Teach SAELens the 'switch' architecture when `sae_lens` is installed (`import switch_sae` calls this).
-    Returns whether it is registered; without SAELens, False and nothing imported."""
-    import importlib.util, warnings
-    if importlib.util.find_spec("sae_lens") is None: return False
-    try:
-        import switch_sae.saelens  # noqa: F401 (registers on import)
-        return True
-    except Exception as e:   # a broken or incompatible SAELens must not break `import switch_sae`
-        warnings.warn(f"sae_lens is installed but the Switch SAE could not be registered with it ({type(e).__name__}: {e}); "
-                      f"SAE.load_from_disk will not know the 'switch' architecture. SAELens needs transformer-lens 3.x: "
-                      f"use an environment made with pip install 'switch_sae[saelens]'.")
-        return False
 
 # %% ../nbs/21_interop.ipynb
 def _fresh_out(out: Path, overwrite: bool) -> Path:

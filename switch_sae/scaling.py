@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Dict, Optional
 import torch
 from .switch import SwitchSAE
-from .distributed import ExpertParallelSwitchSAE, ExpertGroup
+from .group import ExpertGroup
+from .distributed import ExpertParallelSwitchSAE
 
 # %% auto 0
 __all__ = ['GB', 'memory_per_rank', 'comm_per_step', 'scaling_table', 'markdown_table', 'measure_step', 'routed_offrank']
@@ -80,7 +81,7 @@ def measure_step(rank: int, world_size: int, cfg, x: torch.Tensor) -> Dict[str, 
     eg.reset_counts()
     out = sae(xl)
     out.total.backward()
-    sae.sync_grads_(); sae.clip_grad_norm_(cfg.grad_clip)
+    sae.clip_grad_norm_(cfg.grad_clip)              # sums the replicated gradients first (`sync_grads_`)
     return dict(eg.bytes)
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import pytest
 from conftest import headless_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "nbs" / "14_inspector.ipynb"
+NOTEBOOK = ROOT / "nbs" / "15_inspector.ipynb"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 

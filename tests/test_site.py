@@ -131,7 +131,7 @@ def test_every_notebook_page_has_its_outputs_and_colab_link(site):
             assert "colab.research.google.com/github/" in text and f"/nbs/{rel}.ipynb" in text, f"{page}: no Open in Colab link"
         ran = [c for c in __import__("json").loads(execute.cache_path(nb).read_text())["cells"] if c.get("outputs")]
         if ran: assert "jp-OutputArea-output" in text, f"{page} shows none of its notebook's outputs"
-    plots = site / "nbs" / "15_geometry" / "index.html"
+    plots = site / "nbs" / "14_geometry" / "index.html"
     assert plots.read_text().count("data:image/png;base64") >= 1
 
 
@@ -184,14 +184,14 @@ def test_site_in_browser(site, tmp_path):
             assert section in nav, f"{section!r} missing from the navigation"
 
         # a core notebook page: its plots loaded, its printed figures, the Colab link
-        driver.get(f"{url}/nbs/15_geometry/")
-        imgs = _wait("the plots of 15_geometry to load", images_loaded)
+        driver.get(f"{url}/nbs/14_geometry/")
+        imgs = _wait("the plots of 14_geometry to load", images_loaded)
         assert all(driver.execute_script("return arguments[0].naturalWidth", i) > 100 for i in imgs)
-        assert css("a.colab-link")[0].get_attribute("href").endswith("/nbs/15_geometry.ipynb")
+        assert css("a.colab-link")[0].get_attribute("href").endswith("/nbs/14_geometry.ipynb")
         assert css(".jp-OutputArea-output pre"), "no printed output on the page"
 
         # the inspector: a static rendering of the widget, its tokens coloured, its plots loaded
-        driver.get(f"{url}/nbs/14_inspector/")
+        driver.get(f"{url}/nbs/15_inspector/")
         _wait("the inspector's static rendering", lambda: css(".static-widget .ssae-tok"))
         assert "needs a" in css(".static-widget-note")[0].text and "kernel" in css(".static-widget-note")[0].text
         _wait("the inspector's plots", images_loaded)
