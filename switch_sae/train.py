@@ -183,37 +183,41 @@ class Trainer:
         "Write a checkpoint into `out/checkpoints` (`save_checkpoint`)."
         return save_checkpoint(self, out, keep, stream)
 
-    @torch.no_grad()
-    def _record(self, x, out):
-        fired, load, tokens, f = self.model.step_stats(x, out)
-        self.tokens_since_fired.add_(tokens).masked_fill_(fired > 0, 0)
-        self._load.add_(load)
-        self._pending.append(torch.stack([out.l2.detach().float(), out.lb.detach().float(), out.total.detach().float(), f]))
-        self.step += 1; self.tokens += tokens
-        if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps: self.flush()
+# %% ../nbs/07_train.ipynb
+@patch
+@torch.no_grad()
+def _record(self: Trainer, x, out):
+    fired, load, tokens, f = self.model.step_stats(x, out)
+    self.tokens_since_fired.add_(tokens).masked_fill_(fired > 0, 0)
+    self._load.add_(load)
+    self._pending.append(torch.stack([out.l2.detach().float(), out.lb.detach().float(), out.total.detach().float(), f]))
+    self.step += 1; self.tokens += tokens
+    if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps: self.flush()
 
-    def dead_frac(self) -> float:
-        "Fraction of latents silent for the last min(dead_tokens, tokens seen) tokens (over every process's latents)."
-        window = min(self.cfg.dead_tokens, max(self.tokens, 1))
-        dead = self.group.all_reduce((self.tokens_since_fired >= window).sum().reshape(1).double(), "stats")
-        return (dead / self.cfg.n_latents).item()
+@patch
+def dead_frac(self: Trainer) -> float:
+    "Fraction of latents silent for the last min(dead_tokens, tokens seen) tokens (over every process's latents)."
+    window = min(self.cfg.dead_tokens, max(self.tokens, 1))
+    dead = self.group.all_reduce((self.tokens_since_fired >= window).sum().reshape(1).double(), "stats")
+    return (dead / self.cfg.n_latents).item()
 
-    def flush(self):
-        "Move the pending per-step numbers into `history` (one host sync)."
-        if not self._pending: return
-        vals = torch.stack(self._pending).tolist()
-        first = self.step - len(vals)
-        for i, (l2, lb, total, f) in enumerate(vals):
-            self.history.append(dict(step=first + i + 1, l2=l2, lb=lb, total=total, fve=f))
-        load = (self._load.float() / self._load.sum().clamp_min(1)).tolist()
-        self.history[-1].update(lr=self.sched.get_last_lr()[0], expert_load=load, dead_frac=self.dead_frac(),
-                                tokens=self.tokens)
-        self._pending, self._load = [], torch.zeros_like(self._load)
-        warns, self.alerts = health_warnings(self.history, self.cfg, self.model.n_experts)
-        if warns:
-            self.history[-1]["warnings"] = warns
-            if self.is_main:
-                for w in warns: tqdm.write(f"warning: {w}")
+@patch
+def flush(self: Trainer):
+    "Move the pending per-step numbers into `history` (one host sync)."
+    if not self._pending: return
+    vals = torch.stack(self._pending).tolist()
+    first = self.step - len(vals)
+    for i, (l2, lb, total, f) in enumerate(vals):
+        self.history.append(dict(step=first + i + 1, l2=l2, lb=lb, total=total, fve=f))
+    load = (self._load.float() / self._load.sum().clamp_min(1)).tolist()
+    self.history[-1].update(lr=self.sched.get_last_lr()[0], expert_load=load, dead_frac=self.dead_frac(),
+                            tokens=self.tokens)
+    self._pending, self._load = [], torch.zeros_like(self._load)
+    warns, self.alerts = health_warnings(self.history, self.cfg, self.model.n_experts)
+    if warns:
+        self.history[-1]["warnings"] = warns
+        if self.is_main:
+            for w in warns: tqdm.write(f"warning: {w}")
 
 # %% ../nbs/07_train.ipynb
 def optimizer_tensors(opt) -> Dict[str, torch.Tensor]:
@@ -390,6 +394,17 @@ def prepare_out_dir(out, resume: bool = False, overwrite: bool = False) -> Path:
     if not os.access(out, os.W_OK): raise PermissionError(f"output folder {out} is not writable; choose another --out.")
     return out
 
+def _prepare_shared_out_dir(out, resume: bool, overwrite: bool, group) -> Path:
+    "`prepare_out_dir` on rank 0; every process raises if it failed there."
+    error = None
+    if group.is_main:
+        try: prepare_out_dir(out, resume, overwrite)
+        except (OSError, ValueError) as e: error = e
+    if not group.agree(error is None):
+        raise error if error is not None else RuntimeError(f"the main process could not prepare the output folder {out}.")
+    return Path(out)
+
+# %% ../nbs/07_train.ipynb
 class _StopFlag:
     "First Ctrl-C asks for a clean stop after the current step; the second interrupts at once."
     def __init__(self): self.requested, self._old = False, None
@@ -410,16 +425,7 @@ def _postfix(h: dict, n_experts: int, alerts=()) -> dict:
     if alerts: pf["warn"] = "; ".join(alerts)
     return pf
 
-def _prepare_shared_out_dir(out, resume: bool, overwrite: bool, group) -> Path:
-    "`prepare_out_dir` on rank 0; every process raises if it failed there."
-    error = None
-    if group.is_main:
-        try: prepare_out_dir(out, resume, overwrite)
-        except (OSError, ValueError) as e: error = e
-    if not group.agree(error is None):
-        raise error if error is not None else RuntimeError(f"the main process could not prepare the output folder {out}.")
-    return Path(out)
-
+# %% ../nbs/07_train.ipynb
 def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None,
           model: Optional[SAEBase] = None) -> Trainer:
