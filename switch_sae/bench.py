@@ -250,7 +250,7 @@ def grid(d: Sequence[int] = (512,), n_latents: Sequence[int] = (16384,), n_exper
 GRIDS = {
     "tiny": dict(d=(32,), n_latents=(512,), n_experts=(1, 8), k=(8,), batch=(256,)),         # tests: the output's shape
     "small": dict(d=(256,), n_latents=(8192,), n_experts=(1, 16), k=(16,), batch=(512,)),    # seconds on one CPU thread
-    "floor": dict(d=(512,), n_latents=(16384,), n_experts=(16,), k=(32,), batch=(1024,)),    # the default
+    "default": dict(d=(512,), n_latents=(16384,), n_experts=(16,), k=(32,), batch=(1024,)),    # the default
     "cpu": dict(d=(512,), n_latents=(4096, 16384), n_experts=(4, 16, 64), k=(16, 32), batch=(1024,)),
     "gpu": dict(d=(768,), n_latents=(24576, 98304), n_experts=(16, 64), k=(32,), batch=(8192,)),
     "gpu-wide": dict(d=(768,), n_latents=(2**20,), n_experts=(128,), k=(32,), batch=(8192,)),
@@ -394,7 +394,7 @@ def format_e2e(rows: List[dict]) -> str:
 def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switch-sae bench", description="Time the dense TopK SAE, the reference Switch "
                                 "SAE and ours: train step, forward+backward, tokens/s, peak memory.")
-    p.add_argument("--grid", choices=sorted(GRIDS), help="a named grid of shapes (default: floor, or the explicit lists)")
+    p.add_argument("--grid", choices=sorted(GRIDS), help="a named grid of shapes (default: 'default', or the explicit lists)")
     for flag, typ in [("--d", int), ("--n-latents", int), ("--n-experts", int), ("--k", int), ("--batch", int)]:
         p.add_argument(flag, type=typ, nargs="+", help="values to combine (override the grid's)")
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS, help="implementations to time")
@@ -439,7 +439,7 @@ def bench_main(argv: Optional[List[str]] = None) -> dict:
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"switch-sae bench: --device {a.device} asked for, but no CUDA device is available.")
     if a.threads: torch.set_num_threads(a.threads)
-    spec = dict(GRIDS[a.grid or "floor"])
+    spec = dict(GRIDS[a.grid or "default"])
     for f in ("d", "n_latents", "n_experts", "k", "batch"):
         if getattr(a, f) is not None: spec[f] = tuple(getattr(a, f))
     shapes = grid(**spec)
