@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from fastcore.basics import patch
 from .config import SwitchSAEConfig
+from .losses import total_loss
 from .topk import EncoderOutput, geometric_median, scale_for
 from .router import route, group_by_expert
 from .switch import SwitchSAE, RoutedEncoder, expert_topk
@@ -161,7 +162,7 @@ def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False)
     eg.all_reduce(stats, "loss")
     l2 = GlobalValue.apply(l2_part, stats[0].to(l2_part.dtype))
     lb = GlobalValue.apply(lb_part, stats[1].to(lb_part.dtype))
-    total = l2 + cfg.lb_alpha * d * lb
+    total = total_loss(l2, lb, cfg.lb_alpha, d)
     sst = stats[3 + d] - stats[3:3 + d].pow(2).sum() / B
     fve = (1 - stats[2] / sst).float()
     enc = EncoderOutput(top_acts, top_idx, routing.expert, routing.probs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 # %% auto 0
-__all__ = ['l2_loss', 'fve', 'lb_loss', 'expert_load', 'router_entropy', 'lb_alpha_from_raw']
+__all__ = ['l2_loss', 'fve', 'lb_loss', 'expert_load', 'router_entropy', 'total_loss', 'lb_alpha_from_raw']
 
 # %% ../nbs/02_losses.ipynb
 def l2_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -35,6 +35,11 @@ def router_entropy(router_probs: torch.Tensor) -> torch.Tensor:
     "Mean entropy (nats) of the router distribution per token."
     p = router_probs.float()
     return -(p * p.clamp_min(1e-30).log()).sum(-1).mean()
+
+# %% ../nbs/02_losses.ipynb
+def total_loss(l2: torch.Tensor, lb: torch.Tensor, lb_alpha: float, d_in: int) -> torch.Tensor:
+    "The training objective `L2 + lb_alpha * d_in * L_lb`."
+    return l2 + lb_alpha * d_in * lb
 
 # %% ../nbs/02_losses.ipynb
 def lb_alpha_from_raw(lb_alpha_raw: float, act_scale: float) -> float:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .config import SwitchSAEConfig
-from .losses import l2_loss, lb_loss
+from .losses import l2_loss, lb_loss, total_loss
 from .topk import SAEBase, EncoderOutput, SAEOutput
 from .router import route, group_by_expert, Groups
 from typing import NamedTuple, Optional
@@ -195,7 +195,7 @@ def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
     expert = chosen[:, 0]
     l2, lb = l2_loss(flat, x_hat), lb_loss(p, chosen.reshape(-1))
     enc = EncoderOutput(acts, idx, expert, p)
-    return SAEOutput((x_hat / sae.act_scale).reshape(x.shape), l2, lb, l2 + cfg.lb_alpha * cfg.d_in * lb, enc)
+    return SAEOutput((x_hat / sae.act_scale).reshape(x.shape), l2, lb, total_loss(l2, lb, cfg.lb_alpha, cfg.d_in), enc)
 
 class SwitchReference(SwitchSAE):
     "A `SwitchSAE` trained through `switch_reference`: the authors' dense-then-mask cost, for benchmarks."

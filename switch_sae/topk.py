@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .config import SwitchSAEConfig
-from .losses import l2_loss
+from .losses import l2_loss, total_loss
 
 # %% auto 0
 __all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'SAEBase', 'scale_for', 'TopKSAE']
@@ -152,7 +152,7 @@ def forward(self: SAEBase, x: torch.Tensor) -> SAEOutput:
     x_hat = self.decode_scaled(enc.top_acts, enc.top_indices)
     l2 = l2_loss(xs, x_hat)
     lb = self.lb_term(enc)
-    total = l2 + self.cfg.lb_alpha * self.cfg.d_in * lb
+    total = total_loss(l2, lb, self.cfg.lb_alpha, self.cfg.d_in)
     return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
 
 # %% ../nbs/03_topk.ipynb
