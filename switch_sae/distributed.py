@@ -128,45 +128,45 @@ def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False)
     routing = route(flat, self.W_router, self.b_router, cfg.heaviside)
     groups = group_by_expert(routing.expert, E)
     global_counts = eg.all_reduce(torch.cat([groups.counts, groups.counts.new_tensor([len(flat)])]), "stats")  # [E + 1]
-    load, B = global_counts[:E], int(global_counts[E])
-    if B == 0: raise ValueError("the global batch is empty: every rank got 0 tokens.")
+    load, n_global = global_counts[:E], int(global_counts[E])
+    if n_global == 0: raise ValueError("the global batch is empty: every rank got 0 tokens.")
     # [world, n_local]: the tokens that rank j sends to each of this rank's experts
     recv_counts = eg.exchange(groups.counts.view(world, n_local), [1] * world, [1] * world, "counts")
     send, recv = groups.counts.view(world, n_local).sum(1).tolist(), recv_counts.sum(1).tolist()
-    received = Exchange.apply(flat[groups.order] - self.b_dec, eg, send, recv, "fwd_x", "bwd_x")   # [T, d] received tokens
+    received = Exchange.apply(flat[groups.order] - self.b_dec, eg, send, recv, "fwd_x", "bwd_x")   # [T, d]: the tokens this rank's experts receive
     # --- the owner: encode with the local experts, decode with the local decoder rows ---
     local_expert = torch.repeat_interleave(torch.arange(n_local, device=flat.device).repeat(world), recv_counts.reshape(-1),
                                            output_size=len(received))
     local_groups = group_by_expert(local_expert, n_local)
     args = (received, self.W_enc, local_groups, local_expert, cfg.k, self.backend)
-    vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)   # idx: local latent indices
-    acts = F.relu(vals)
-    y = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")   # [T, d]
-    self._owner_codes = (acts.detach(), idx)
+    values, latent_idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)   # latent_idx: local latent indices
+    acts = F.relu(values)
+    decoded = F.embedding_bag(latent_idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")   # [T, d]
+    self._owner_codes = (acts.detach(), latent_idx)
     # --- back to the origin ---
-    y = Exchange.apply(y, eg, recv, send, "fwd_y", "bwd_y")[groups.inverse]
-    x_hat = y * routing.gate[:, None].to(y.dtype) + self.b_dec
+    decoded = Exchange.apply(decoded, eg, recv, send, "fwd_y", "bwd_y")[groups.inverse]
+    x_hat = decoded * routing.gate[:, None].to(decoded.dtype) + self.b_dec
     top_acts = top_idx = None
     if codes:
         with torch.no_grad():
             top_acts = eg.exchange(acts.detach(), recv, send, "fwd_codes")[groups.inverse] * routing.gate[:, None].to(acts.dtype)
-            top_idx = eg.exchange(idx + self.latent_lo, recv, send, "fwd_codes")[groups.inverse]
+            top_idx = eg.exchange(latent_idx + self.latent_lo, recv, send, "fwd_codes")[groups.inverse]
     # --- losses: this rank's terms, normalised by the global batch; values all-reduced ---
     sse = (flat - x_hat).pow(2).sum()
-    l2_part = sse / B
-    f = load.to(routing.probs.dtype) / B
-    lb_part = E * (f * routing.probs.sum(0)).sum() / B
-    xd = flat.detach().double()
+    l2_part = sse / n_global
+    token_frac = load.to(routing.probs.dtype) / n_global
+    lb_part = E * (token_frac * routing.probs.sum(0)).sum() / n_global
+    x64 = flat.detach().double()
     stats = torch.cat([torch.stack([l2_part.detach().double(), lb_part.detach().double(), sse.detach().double()]),
-                       xd.sum(0), xd.pow(2).sum()[None]])
+                       x64.sum(0), x64.pow(2).sum()[None]])
     eg.all_reduce(stats, "loss")
     l2 = GlobalValue.apply(l2_part, stats[0].to(l2_part.dtype))
     lb = GlobalValue.apply(lb_part, stats[1].to(lb_part.dtype))
     total = total_loss(l2, lb, cfg.lb_alpha, d)
-    sst = stats[3 + d] - stats[3:3 + d].pow(2).sum() / B
+    sst = stats[3 + d] - stats[3:3 + d].pow(2).sum() / n_global
     fve = (1 - stats[2] / sst).float()
     enc = EncoderOutput(top_acts, top_idx, routing.expert, routing.probs)
-    return EPOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc, fve, B, load)
+    return EPOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc, fve, n_global, load)
 
 @patch
 def encode(self: ExpertParallelSwitchSAE, x: torch.Tensor) -> EncoderOutput:
