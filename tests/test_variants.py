@@ -40,7 +40,7 @@ def test_resume_refuses_another_variant(tmp_path):
 
 
 def test_cli_flags():
-    from switch_sae.cli import add_dataclass_args, given_args
+    from switch_sae.args import add_dataclass_args, given_args
     p = argparse.ArgumentParser(); add_dataclass_args(p, SwitchSAEConfig)
     a = p.parse_args(["--top-e", "2", "--shared-expert"])
     assert given_args(SwitchSAEConfig, a) == dict(top_e=2, shared_expert=True)
