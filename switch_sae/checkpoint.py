@@ -18,7 +18,7 @@ from .shards import SHARD_INDEX, read_rows
 from .group import LOCAL  # noqa: F401  (it gives every SAE its `group` and `latent_range`)
 
 # %% auto 0
-__all__ = ['ARCH_CLASSES', 'read_config', 'load_sae', 'load_state', 'load_sharded_sae']
+__all__ = ['ARCH_CLASSES', 'read_config', 'load_state', 'load_sae', 'load_sharded_sae']
 
 # %% ../nbs/06_checkpoint.ipynb
 ARCH_CLASSES = {"switch": SwitchSAE, "topk": TopKSAE}
@@ -33,6 +33,7 @@ def save_pretrained(self: SAEBase, path):
             if f.exists(): f.unlink()
     atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
 
+# %% ../nbs/06_checkpoint.ipynb
 def read_config(path) -> SwitchSAEConfig:
     "The config of the checkpoint folder `path`, or a `CheckpointError` that says what is wrong."
     path = Path(path)
@@ -41,6 +42,20 @@ def read_config(path) -> SwitchSAEConfig:
     except FileNotFoundError as e: raise CheckpointError(f"{path} holds no cfg.json: is it a switch_sae checkpoint folder?") from e
     except (ValueError, TypeError) as e: raise CheckpointError(f"{path / 'cfg.json'} is not a valid config: {e}") from e
 
+# %% ../nbs/06_checkpoint.ipynb
+def load_state(sae, sd: Dict[str, torch.Tensor], where: str):
+    "Load the state dict `sd` (read from `where`) into `sae`, naming any tensor missing, unexpected or misshapen."
+    own = sae.state_dict()
+    if "act_scale" not in sd: sd = {**sd, "act_scale": torch.ones_like(own["act_scale"])}   # saved before the scale existed
+    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or extra:
+        raise CheckpointError(f"{where} does not match a {type(sae).__name__}: missing {missing}, unexpected {extra}.")
+    for k, v in sd.items():
+        if v.shape != own[k].shape:
+            raise CheckpointError(f"{where}: tensor {k} has shape {tuple(v.shape)}, the config implies {tuple(own[k].shape)}.")
+    sae.load_state_dict(sd)
+
+# %% ../nbs/06_checkpoint.ipynb
 def load_sae(path, device=None, cls=None) -> SAEBase:
     "Load the SAE saved in the folder `path` (any architecture), optionally onto `device`."
     path = Path(path)
@@ -57,23 +72,12 @@ def load_sae(path, device=None, cls=None) -> SAEBase:
     load_state(sae, sd, str(path / "model.safetensors"))
     return sae
 
-def load_state(sae, sd: Dict[str, torch.Tensor], where: str):
-    "Load the state dict `sd` (read from `where`) into `sae`, naming any tensor missing, unexpected or misshapen."
-    own = sae.state_dict()
-    if "act_scale" not in sd: sd = {**sd, "act_scale": torch.ones_like(own["act_scale"])}   # saved before the scale existed
-    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if missing or extra:
-        raise CheckpointError(f"{where} does not match a {type(sae).__name__}: missing {missing}, unexpected {extra}.")
-    for k, v in sd.items():
-        if v.shape != own[k].shape:
-            raise CheckpointError(f"{where}: tensor {k} has shape {tuple(v.shape)}, the config implies {tuple(own[k].shape)}.")
-    sae.load_state_dict(sd)
-
 @patch(cls_method=True)
 def from_pretrained(cls: SAEBase, path, device=None) -> SAEBase:
     "Load a checkpoint folder written by `save_pretrained`."
     return load_sae(path, device, cls)
 
+# %% ../nbs/06_checkpoint.ipynb
 def load_sharded_sae(path, device=None, cls=None) -> SwitchSAE:
     "Merge the shards of a folder written by `ExpertParallelSwitchSAE.save_pretrained` into one `SwitchSAE`."
     cfg = read_config(path)
@@ -89,7 +93,6 @@ def load_rows_(self: SAEBase, path) -> SAEBase:
     replicated parameters from the folder `path`, written in one process or in shards at any world size."""
     load_state(self, read_rows(path, *self.latent_range), str(path))
     return self
-
 
 # %% ../nbs/06_checkpoint.ipynb
 _REF_NAMES = {"W_enc": "encoder.weight", "W_dec": "decoder", "W_router": "router.weight",

@@ -16,7 +16,7 @@ from .geometry import expert_similarity, unit_rows
 
 # %% auto 0
 __all__ = ['DEMO_COMMAND', 'DEMO_TEXTS', 'demo_dir', 'demo_sae', 'run_data', 'byte_label', 'token_labeler', 'Codes',
-           'encode_tokens', 'sample_contexts', 'Snippet', 'Inspector', 'TextCodes', 'expert_colors', 'html_tokens',
+           'encode_tokens', 'sample_contexts', 'Inspector', 'TextCodes', 'Snippet', 'expert_colors', 'html_tokens',
            'html_activations', 'html_snippets', 'html_token', 'html_expert', 'html_latent', 'plot_load',
            'plot_similarity', 'RoutingInspector']
 
@@ -97,19 +97,6 @@ def sample_contexts(lm: LM, dataset: str = "stdlib", split: str = "heldout", n: 
     return torch.tensor(out)
 
 # %% ../nbs/15_inspector.ipynb
-class Snippet(NamedTuple):
-    "A window of a sample context around one token, with one latent's activation on each token."
-    context: int                # which sample context
-    position: int               # the token's position in it (0 = first token after BOS)
-    activation: float           # the latent's activation there
-    labels: List[str]           # token labels of the window
-    acts: List[float]           # the latent's activation on each token of the window
-    centre: int                 # index of the token inside the window
-
-def _topk_list(v: torch.Tensor, n: int):
-    vals, idx = v.topk(min(n, len(v)))
-    return list(zip(idx.tolist(), vals.tolist()))
-
 class Inspector:
     "The routing inspector's analysis of a Switch SAE `sae` reading `hook` of `lm`, with a sample `tokens` [n, T]."
     def __init__(self, sae, lm: LM, hook: str, tokens: torch.Tensor, skip_first: int = 1, batch_size: int = 32,
@@ -146,19 +133,20 @@ class Inspector:
         self.decoder_dirs = unit_rows(sae.W_dec).float().cpu()          # [N, d] unit-norm decoder rows
         self.similarity = expert_similarity(sae.W_dec, self.E).float().cpu()
 
-    @classmethod
-    def from_run(cls, path, lm: Optional[LM] = None, n_contexts: int = 128, device=None, **kw) -> "Inspector":
-        "An inspector for the run folder `path` (written by `switch-sae train`), on its held-out text."
-        sae = load_sae(path, device=device)
-        d = run_data(path)
-        lm = lm or load_lm(d["model"], device=str(sae.W_dec.device))
-        tokens = sample_contexts(lm, d["eval_dataset"], d["eval_split"], n_contexts, d["ctx_len"])
-        return cls(sae, lm, d["hook_name"], tokens, skip_first=int(d["prepend_bos"]), **kw)
+# %% ../nbs/15_inspector.ipynb
+@patch(cls_method=True)
+def from_run(cls: Inspector, path, lm: Optional[LM] = None, n_contexts: int = 128, device=None, **kw) -> "Inspector":
+    "An inspector for the run folder `path` (written by `switch-sae train`), on its held-out text."
+    sae = load_sae(path, device=device)
+    d = run_data(path)
+    lm = lm or load_lm(d["model"], device=str(sae.W_dec.device))
+    tokens = sample_contexts(lm, d["eval_dataset"], d["eval_split"], n_contexts, d["ctx_len"])
+    return cls(sae, lm, d["hook_name"], tokens, skip_first=int(d["prepend_bos"]), **kw)
 
-    @classmethod
-    def demo(cls, device=None, n_contexts: int = 128, **kw) -> "Inspector":
-        "An inspector for the shipped demo SAE on the tiny LM, with `n_contexts` held-out contexts."
-        return cls.from_run(demo_dir(), device=device, n_contexts=n_contexts, **kw)
+@patch(cls_method=True)
+def demo(cls: Inspector, device=None, n_contexts: int = 128, **kw) -> "Inspector":
+    "An inspector for the shipped demo SAE on the tiny LM, with `n_contexts` held-out contexts."
+    return cls.from_run(demo_dir(), device=device, n_contexts=n_contexts, **kw)
 
 # %% ../nbs/15_inspector.ipynb
 class TextCodes(NamedTuple):
@@ -200,6 +188,15 @@ def token_summary(self: Inspector, codes: TextCodes, pos: int) -> dict:
                 probs=[(int(e), float(probs[e])) for e in probs.argsort(descending=True)], latents=latents)
 
 # %% ../nbs/15_inspector.ipynb
+class Snippet(NamedTuple):
+    "A window of a sample context around one token, with one latent's activation on each token."
+    context: int                # which sample context
+    position: int               # the token's position in it (0 = first token after BOS)
+    activation: float           # the latent's activation there
+    labels: List[str]           # token labels of the window
+    acts: List[float]           # the latent's activation on each token of the window
+    centre: int                 # index of the token inside the window
+
 @patch
 def latent_activation(self: Inspector, top_acts: torch.Tensor, top_indices: torch.Tensor, latent: int) -> torch.Tensor:
     "The dense activation of `latent` on each token, from sparse codes [..., k]."
@@ -223,6 +220,10 @@ def top_contexts(self: Inspector, latent: int, n: int = 5, left: int = 30, right
     return out
 
 # %% ../nbs/15_inspector.ipynb
+def _topk_list(v: torch.Tensor, n: int):
+    vals, idx = v.topk(min(n, len(v)))
+    return list(zip(idx.tolist(), vals.tolist()))
+
 @patch
 def expert_summary(self: Inspector, expert: int, codes: Optional[TextCodes] = None, n_tokens: int = 12,
                    n_latents: int = 8, n_contexts: int = 3) -> dict:
@@ -278,6 +279,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha:.2f})"
 
+# %% ../nbs/15_inspector.ipynb
 def _tok_html(label: str) -> str:
     s = html.escape(label)
     return s.replace(" ", "&nbsp;") + ("<br>" if label == "↵" else "")
@@ -298,6 +300,7 @@ def html_tokens(codes: TextCodes, colors: Sequence[str], selected: Optional[int]
     note = " <i>(truncated to the model's context)</i>" if codes.truncated else ""
     return f'<div style="{_MONO}">{"".join(out)}</div><div style="font-size:11px">experts: {legend}{note}</div>'
 
+# %% ../nbs/15_inspector.ipynb
 def html_activations(labels: Sequence[str], acts: Sequence[float], centre: Optional[int] = None, vmax: Optional[float] = None) -> str:
     "Tokens shaded by a latent's activation (orange), the value on hover; `centre` outlined."
     vmax = vmax or max([a for a in acts if a > 0], default=1.0)
@@ -327,6 +330,7 @@ def html_token(t: dict, colors: Sequence[str]) -> str:
             f'<b>expert {t["expert"]}</b>, p = {t["gate"]:.3f}<br>{bars}'
             f'<div style="font-size:12px">active latents: {lat}</div></div>')
 
+# %% ../nbs/15_inspector.ipynb
 def html_expert(s: dict, colors: Sequence[str]) -> str:
     "The expert panel: load, favourite tokens, top latents with their top contexts."
     e = s["expert"]
@@ -406,6 +410,7 @@ DEMO_TEXTS = {
     "a URL": "See https://docs.python.org/3/library/json.html for the JSON encoder.",
 }
 
+# %% ../nbs/15_inspector.ipynb
 class RoutingInspector:
     "An ipywidgets front end for an `Inspector`: text coloured by expert, expert and latent panels, plots."
     def __init__(self, inspector: Inspector, texts: Optional[Dict[str, str]] = None, text: Optional[str] = None):
@@ -418,42 +423,8 @@ class RoutingInspector:
         self.codes: Optional[TextCodes] = None
         self.expert, self.latent, self.token = 0, 0, 0
         self._busy = False
-        self.text_pick = widgets.Dropdown(options=list(self.texts) + ["(your own)"], description="text", layout=widgets.Layout(width="340px"))
-        self.text_box = widgets.Textarea(value="", placeholder="type a text, then click outside the box",
-                                   continuous_update=False, layout=widgets.Layout(width="100%", height="64px"))
-        self.tokens_html = widgets.HTML()
-        self.token_slider = widgets.IntSlider(min=0, max=0, description="token", continuous_update=False, layout=widgets.Layout(width="98%"))
-        self.token_html = widgets.HTML()
-        self.expert_pick = widgets.Dropdown(options=[(f"expert {e} ({load:.1%} of tokens)", e) for e, load in enumerate(inspector.load.tolist())],
-                                      description="expert", layout=widgets.Layout(width="300px"))
-        self.expert_html = widgets.HTML()
-        self.load_img, self.sim_img = widgets.Image(format="png"), widgets.Image(format="png")
-        self.latent_pick = widgets.Dropdown(options=[], description="latent", layout=widgets.Layout(width="300px"))
-        self.latent_box = widgets.BoundedIntText(min=0, max=inspector.N - 1, description="any latent", layout=widgets.Layout(width="200px"))
-        self.latent_html = widgets.HTML()
-        self.status = widgets.HTML()
-        for widget, css_class in [(self.text_pick, "ssae-text-pick"), (self.text_box, "ssae-text-box"), (self.tokens_html, "ssae-tokens"),
-                       (self.token_slider, "ssae-token-slider"), (self.expert_pick, "ssae-expert-pick"),
-                       (self.expert_html, "ssae-expert"), (self.latent_pick, "ssae-latent-pick"),
-                       (self.latent_box, "ssae-latent-box"), (self.latent_html, "ssae-latent"), (self.status, "ssae-status")]:
-            widget.add_class(css_class)
-        self.text_pick.observe(self._on("text_pick"), "value")
-        self.text_box.observe(self._on("text_box"), "value")
-        self.token_slider.observe(self._on("token_slider"), "value")
-        self.expert_pick.observe(self._on("expert_pick"), "value")
-        self.latent_pick.observe(self._on("latent_pick"), "value")
-        self.latent_box.observe(self._on("latent_box"), "value")
-        def box(*children, **layout):
-            return widgets.VBox(list(children), layout=widgets.Layout(border="1px solid #ddd", padding="4px", margin="2px", **layout))
-        self.widget = widgets.VBox([
-            widgets.HTML(f"<b>Switch SAE routing inspector</b> &mdash; {inspector.N} latents in {inspector.E} experts, "
-                   f"k = {inspector.k}, hook <code>{html.escape(inspector.hook)}</code>, sample of {inspector.n_tokens} tokens"),
-            widgets.HBox([box(self.text_pick, self.text_box, self.tokens_html, self.token_slider, width="60%", overflow="hidden"),
-                    box(self.token_html, width="38%", overflow="hidden")]),
-            widgets.HBox([box(self.expert_pick, self.expert_html, width="60%", max_height="640px", overflow="auto"),
-                    box(self.load_img, self.sim_img, width="38%", overflow="hidden")]),
-            box(widgets.HBox([self.latent_pick, self.latent_box]), self.latent_html, overflow="auto"),
-            self.status])
+        self._make_controls(widgets)
+        self.widget = self._layout(widgets)
         self.widget.add_class("ssae-inspector")
         first = next(iter(self.texts.values()), "") if text is None else text
         self.set_text(first)
@@ -462,80 +433,81 @@ class RoutingInspector:
         from IPython.display import display
         display(self.widget)
 
-    def _on(self, name):
-        def handler(change):
-            if self._busy: return
-            value = change["new"]
-            if name == "text_pick":
-                if value in self.texts: self.set_text(self.texts[value])
-            elif name == "text_box": self.set_text(value)
-            elif name == "token_slider": self.select_token(value)
-            elif name == "expert_pick": self.select_expert(value)
-            elif name in ("latent_pick", "latent_box") and value is not None: self.select_latent(value)
-        return handler
-
-    def _set(self, widget, **kw):
-        "Set widget traits without triggering our own callbacks."
-        busy, self._busy = self._busy, True
-        try:
-            for trait, value in kw.items(): setattr(widget, trait, value)
-        finally: self._busy = busy
-
-    def _timed(self, name, t0):
-        ms = 1000 * (time.perf_counter() - t0)
-        self.timings[name] = ms
-        self.status.value = f'<span style="font-size:11px;color:#666">{name}: {ms:.0f} ms</span>'
+# %% ../nbs/15_inspector.ipynb
+@patch
+def _make_controls(self: RoutingInspector, widgets):
+    "Create the widgets, give each its CSS class and each control its handler."
+    inspector = self.ins
+    self.text_pick = widgets.Dropdown(options=list(self.texts) + ["(your own)"], description="text", layout=widgets.Layout(width="340px"))
+    self.text_box = widgets.Textarea(value="", placeholder="type a text, then click outside the box",
+                               continuous_update=False, layout=widgets.Layout(width="100%", height="64px"))
+    self.tokens_html = widgets.HTML()
+    self.token_slider = widgets.IntSlider(min=0, max=0, description="token", continuous_update=False, layout=widgets.Layout(width="98%"))
+    self.token_html = widgets.HTML()
+    self.expert_pick = widgets.Dropdown(options=[(f"expert {e} ({load:.1%} of tokens)", e) for e, load in enumerate(inspector.load.tolist())],
+                                  description="expert", layout=widgets.Layout(width="300px"))
+    self.expert_html = widgets.HTML()
+    self.load_img, self.sim_img = widgets.Image(format="png"), widgets.Image(format="png")
+    self.latent_pick = widgets.Dropdown(options=[], description="latent", layout=widgets.Layout(width="300px"))
+    self.latent_box = widgets.BoundedIntText(min=0, max=inspector.N - 1, description="any latent", layout=widgets.Layout(width="200px"))
+    self.latent_html = widgets.HTML()
+    self.status = widgets.HTML()
+    for widget, css_class in [(self.text_pick, "ssae-text-pick"), (self.text_box, "ssae-text-box"), (self.tokens_html, "ssae-tokens"),
+                   (self.token_slider, "ssae-token-slider"), (self.expert_pick, "ssae-expert-pick"),
+                   (self.expert_html, "ssae-expert"), (self.latent_pick, "ssae-latent-pick"),
+                   (self.latent_box, "ssae-latent-box"), (self.latent_html, "ssae-latent"), (self.status, "ssae-status")]:
+        widget.add_class(css_class)
+    self.text_pick.observe(self._on("text_pick"), "value")
+    self.text_box.observe(self._on("text_box"), "value")
+    self.token_slider.observe(self._on("token_slider"), "value")
+    self.expert_pick.observe(self._on("expert_pick"), "value")
+    self.latent_pick.observe(self._on("latent_pick"), "value")
+    self.latent_box.observe(self._on("latent_box"), "value")
 
 # %% ../nbs/15_inspector.ipynb
 @patch
-def set_text(self: RoutingInspector, text: str) -> TextCodes:
-    "Show `text`: tokens coloured by expert; the token, expert and latent panels follow it."
-    t0 = time.perf_counter()
-    self.codes = codes = self.ins.analyze(text)
-    picked = next((k for k, v in self.texts.items() if v == text), "(your own)")
-    self._set(self.text_box, value=text)
-    self._set(self.text_pick, value=picked)
-    self._set(self.token_slider, max=max(0, len(codes.tokens) - 1), value=0)
-    self.token = 0
-    if len(codes.tokens):   # open on the expert that gets most of this text, and on its strongest latent here
-        self.expert = int(torch.bincount(codes.expert, minlength=self.ins.E).argmax())
-    self._show_expert()
-    j = None
-    if len(codes.tokens):
-        mine = (codes.top_indices // self.ins.M == self.expert) & (codes.top_acts > 0)
-        if mine.any(): j = int(codes.top_indices[mine][codes.top_acts[mine].argmax()])
-    self._show_latent(j)
-    self._show_token()
-    self._timed("set_text", t0)
-    return codes
+def _layout(self: RoutingInspector, widgets):
+    "The widgets in boxes: the whole inspector."
+    inspector = self.ins
+    def box(*children, **layout):
+        return widgets.VBox(list(children), layout=widgets.Layout(border="1px solid #ddd", padding="4px", margin="2px", **layout))
+    return widgets.VBox([
+        widgets.HTML(f"<b>Switch SAE routing inspector</b> &mdash; {inspector.N} latents in {inspector.E} experts, "
+               f"k = {inspector.k}, hook <code>{html.escape(inspector.hook)}</code>, sample of {inspector.n_tokens} tokens"),
+        widgets.HBox([box(self.text_pick, self.text_box, self.tokens_html, self.token_slider, width="60%", overflow="hidden"),
+                box(self.token_html, width="38%", overflow="hidden")]),
+        widgets.HBox([box(self.expert_pick, self.expert_html, width="60%", max_height="640px", overflow="auto"),
+                box(self.load_img, self.sim_img, width="38%", overflow="hidden")]),
+        box(widgets.HBox([self.latent_pick, self.latent_box]), self.latent_html, overflow="auto"),
+        self.status])
+
+# %% ../nbs/15_inspector.ipynb
+@patch
+def _on(self: RoutingInspector, name):
+    def handler(change):
+        if self._busy: return
+        value = change["new"]
+        if name == "text_pick":
+            if value in self.texts: self.set_text(self.texts[value])
+        elif name == "text_box": self.set_text(value)
+        elif name == "token_slider": self.select_token(value)
+        elif name == "expert_pick": self.select_expert(value)
+        elif name in ("latent_pick", "latent_box") and value is not None: self.select_latent(value)
+    return handler
 
 @patch
-def select_token(self: RoutingInspector, pos: int) -> Optional[dict]:
-    "Show token `pos` of the text: its router distribution and active latents."
-    t0 = time.perf_counter()
-    self.token = int(pos)
-    self._set(self.token_slider, value=self.token)
-    out = self._show_token()
-    self._timed("select_token", t0)
-    return out
+def _set(self: RoutingInspector, widget, **kw):
+    "Set widget traits without triggering our own callbacks."
+    busy, self._busy = self._busy, True
+    try:
+        for trait, value in kw.items(): setattr(widget, trait, value)
+    finally: self._busy = busy
 
 @patch
-def select_expert(self: RoutingInspector, expert: int) -> dict:
-    "Show `expert`: load, favourite tokens, top latents, plots; the latent panel moves to its top latent."
-    t0 = time.perf_counter()
-    self.expert = int(expert)
-    out = self._show_expert()
-    self._show_latent(None)
-    self._timed("select_expert", t0)
-    return out
-
-@patch
-def select_latent(self: RoutingInspector, latent: int) -> dict:
-    "Show `latent`: activation over the text, top contexts, nearest decoder directions in other experts."
-    t0 = time.perf_counter()
-    out = self._show_latent(int(latent))
-    self._timed("select_latent", t0)
-    return out
+def _timed(self: RoutingInspector, name, t0):
+    ms = 1000 * (time.perf_counter() - t0)
+    self.timings[name] = ms
+    self.status.value = f'<span style="font-size:11px;color:#666">{name}: {ms:.0f} ms</span>'
 
 # %% ../nbs/15_inspector.ipynb
 @patch
@@ -564,6 +536,7 @@ def _show_expert(self: RoutingInspector) -> dict:
     self._expert_summary = s
     return s
 
+# %% ../nbs/15_inspector.ipynb
 @patch
 def _show_latent(self: RoutingInspector, latent: Optional[int]) -> Optional[dict]:
     if latent is None:   # the expert's top latent
@@ -579,3 +552,55 @@ def _show_latent(self: RoutingInspector, latent: Optional[int]) -> Optional[dict
     s = self.ins.latent_summary(latent, self.codes)
     self.latent_html.value = html_latent(s, self.codes, self.colors)
     return s
+
+# %% ../nbs/15_inspector.ipynb
+@patch
+def set_text(self: RoutingInspector, text: str) -> TextCodes:
+    "Show `text`: tokens coloured by expert; the token, expert and latent panels follow it."
+    t0 = time.perf_counter()
+    self.codes = codes = self.ins.analyze(text)
+    picked = next((k for k, v in self.texts.items() if v == text), "(your own)")
+    self._set(self.text_box, value=text)
+    self._set(self.text_pick, value=picked)
+    self._set(self.token_slider, max=max(0, len(codes.tokens) - 1), value=0)
+    self.token = 0
+    if len(codes.tokens):   # open on the expert that gets most of this text, and on its strongest latent here
+        self.expert = int(torch.bincount(codes.expert, minlength=self.ins.E).argmax())
+    self._show_expert()
+    j = None
+    if len(codes.tokens):
+        mine = (codes.top_indices // self.ins.M == self.expert) & (codes.top_acts > 0)
+        if mine.any(): j = int(codes.top_indices[mine][codes.top_acts[mine].argmax()])
+    self._show_latent(j)
+    self._show_token()
+    self._timed("set_text", t0)
+    return codes
+
+# %% ../nbs/15_inspector.ipynb
+@patch
+def select_token(self: RoutingInspector, pos: int) -> Optional[dict]:
+    "Show token `pos` of the text: its router distribution and active latents."
+    t0 = time.perf_counter()
+    self.token = int(pos)
+    self._set(self.token_slider, value=self.token)
+    out = self._show_token()
+    self._timed("select_token", t0)
+    return out
+
+@patch
+def select_expert(self: RoutingInspector, expert: int) -> dict:
+    "Show `expert`: load, favourite tokens, top latents, plots; the latent panel moves to its top latent."
+    t0 = time.perf_counter()
+    self.expert = int(expert)
+    out = self._show_expert()
+    self._show_latent(None)
+    self._timed("select_expert", t0)
+    return out
+
+@patch
+def select_latent(self: RoutingInspector, latent: int) -> dict:
+    "Show `latent`: activation over the text, top contexts, nearest decoder directions in other experts."
+    t0 = time.perf_counter()
+    out = self._show_latent(int(latent))
+    self._timed("select_latent", t0)
+    return out

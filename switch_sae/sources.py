@@ -46,6 +46,7 @@ class SyntheticSource:
         return (f"Data: synthetic ({s.n_clusters} clusters, each an anchor feature and {s.features_per_cluster} sparse "
                 f"features, {s.n_active} active per sample); evaluated on {m['eval_tokens']} held-out samples.")
 
+# %% ../nbs/12a_sources.ipynb
 class LMSource:
     "A language model's activations at a hook point (`11_activations`), evaluated inside the model (`12_lm_eval`)."
     def __init__(self, cfg: SwitchSAEConfig, act: ActivationConfig, eval_tokens: int, eval_dataset=None,
