@@ -169,7 +169,8 @@ class OthersCPU:
         if self.start is None or end is None: return None
         wall, busy, mine = (e - s for e, s in zip(end, self.start))
         ticks = wall * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
-        return round(max(busy - mine, 0) / ticks, 3) if ticks > 0 else None
+        # clock ticks are coarse (10 ms): over a short window the count can overshoot, so bound it to [0, 1]
+        return round(min(max(busy - mine, 0) / ticks, 1.0), 3) if ticks > 0 else None
 
 # %% ../nbs/13_bench.ipynb
 def bench_shape(shape: Shape, impls: Sequence[str] = IMPLS, device="cpu", dtype: str = "float32",
