@@ -54,9 +54,10 @@ def barrier(self: ExpertGroup):
 
 @patch
 def agree(self: ExpertGroup, ok: bool) -> bool:
-    "True on every rank when `ok` is true on every rank."
+    "True on every rank when `ok` is true on every rank (the trainer asks every step: nothing to do in one process)."
+    if self.world_size == 1: return ok
     t = torch.tensor([0 if ok else 1], dtype=torch.int64)
-    if self.world_size > 1: dist.all_reduce(t, group=self.group)
+    dist.all_reduce(t, group=self.group)
     return int(t) == 0
 
 @patch
