@@ -56,9 +56,9 @@ export-check: setup
 	  git status --porcelain switch_sae; git diff --stat switch_sae; exit 1; fi
 	@echo "nbdev_export: switch_sae/ is in step with nbs/"
 
-# ruff (settings in pyproject.toml) on the exported library and the tests; fix findings in nbs/, not in switch_sae/
+# ruff (settings in pyproject.toml) on the exported library, the tests and benchmarks/; fix findings in nbs/, not in switch_sae/
 lint: setup
-	$(BIN)/ruff check switch_sae tests tests_interop
+	$(BIN)/ruff check switch_sae tests tests_interop benchmarks
 
 # The notebooks run once, as nbdev_test runs them, and their executed copies (_proc/executed/) are the website's pages.
 test: export-check lint readme-check test-interop

@@ -1,0 +1,38 @@
+"""Every script in `benchmarks/` (and every `python <script>` that README.md names) runs, on tiny arguments, in a
+subprocess: a rename in the library breaks `make test`, not the documentation. Nothing here is timed.
+
+Planted once (2026-12-06): `from switch_sae.train import _stream_state` back in `benchmarks/resume_stream.py` (the
+ImportError README's command hit) fails `test_benchmark_script_runs[resume_stream.py]`."""
+import os, re, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# script -> the tiny arguments it runs with here (each a few seconds on one CPU thread)
+TINY = {
+    "resume_stream.py": ["3", "--n-ctxs", "8", "--batch-size", "64"],
+    "flop_matched_lr.py": ["--steps", "2", "--threads", "1", "--eval-tokens", "256", "--n-ctxs", "16"],
+}
+EXPECT = {"resume_stream.py": "same next batch: True", "flop_matched_lr.py": "Switch E=16"}
+
+
+def test_every_benchmark_script_has_tiny_arguments():
+    "A new script in benchmarks/ must be added to TINY, so that it runs here too."
+    assert sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")) == sorted(TINY)
+
+
+def test_every_script_readme_names_is_run_here():
+    "Each `python <path>.py` command in README.md names a file of this repository that this file runs."
+    named = set(re.findall(r"python3? ((?:[\w.-]+/)*[\w.-]+\.py)", (ROOT / "README.md").read_text()))
+    for path in named:
+        assert (ROOT / path).exists(), f"README.md names {path}, which does not exist"
+        assert path.startswith("benchmarks/") and Path(path).name in TINY, f"README.md names {path}: run it in this file"
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_script_runs(script, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *TINY[script]], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert EXPECT[script] in p.stdout, p.stdout
