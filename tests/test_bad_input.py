@@ -1,5 +1,8 @@
-"Bad input gets a clear error naming the problem and the fix."
-import json
+"""Bad input gets a clear error naming the problem and the fix.
+
+Planted once (2026-12-06): the message for k too large reworded without the name `k` ("too many active latents per
+token ..."): test_every_field_out_of_range[k-1000000] fails (before, `field in msg` found the k of "token")."""
+import json, re
 import pytest
 import torch
 from switch_sae import SwitchSAEConfig, SwitchSAE, TopKSAE, SyntheticData, load_sae
@@ -97,7 +100,7 @@ def test_every_field_out_of_range(field, value):
     with pytest.raises(ValueError) as e:
         SwitchSAEConfig(**{**CFG, field: value})
     msg = str(e.value)
-    assert field in msg or (field in ("n_latents", "k") and ("divisible" in msg or "larger than" in msg)), msg
+    assert re.search(rf"(?<![\w]){field}(?![\w])", msg), msg    # the field named as a word ('k', not the k of 'check')
 
 
 def test_configs_from_other_versions(tmp_path):
