@@ -3,6 +3,7 @@
 #   make test   checks the notebooks export to the library unchanged, lints it, checks README.md against nbs/index.ipynb,
 #               runs the SAELens/SAEBench interop tests in their own environment (.venv-saelens, built on first use),
 #               runs every notebook (keeping the executed copies for the website), runs pytest
+#   make figures reruns the commands behind README's figures and writes results/figures.md (machine, date)
 #   make docs   builds the website in _docs/ from the notebooks, offline (reusing make test's executed notebooks)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test export-check lint interop-env test-interop clean docs readme readme-check
+.PHONY: setup run test export-check lint interop-env test-interop clean docs readme readme-check figures
 setup: $(VENV)/.installed
 
 # torch is pinned first: a bare "torch" requirement on a machine without it pulls a multi-GB CUDA build.
@@ -58,12 +59,17 @@ export-check: setup
 
 # ruff (settings in pyproject.toml) on the exported library, the tests and benchmarks/; fix findings in nbs/, not in switch_sae/
 lint: setup
-	$(BIN)/ruff check switch_sae tests tests_interop benchmarks
+	$(BIN)/ruff check switch_sae tests tests_interop benchmarks results/figures.py
 
 # The notebooks run once, as nbdev_test runs them, and their executed copies (_proc/executed/) are the website's pages.
 test: export-check lint readme-check test-interop
 	OMP_NUM_THREADS=1 $(PY) docs/execute.py --n_workers 2 --force
 	$(BIN)/pytest -q tests
+
+# Rerun the commands whose figures README.md quotes and write today's values, the machine and the date to results/figures.md
+# (minutes; `make figures ALL=1` adds the main job, the torchrun pair, the speed table and the stream-resume timing).
+figures: setup
+	$(PY) results/figures.py $(if $(ALL),--all,)
 
 docs: setup
 	OMP_NUM_THREADS=1 $(PY) docs/build.py --n_workers 2

@@ -36,3 +36,14 @@ def test_benchmark_script_runs(script, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert EXPECT[script] in p.stdout, p.stdout
+
+
+def test_figures_command_writes_its_table(tmp_path):
+    "`make figures` (results/figures.py), on its cheapest figure: the table names the machine, the date and the command."
+    out = tmp_path / "figures.md"
+    p = subprocess.run([sys.executable, str(ROOT / "results" / "figures.py"), "--only", "reproduction verdicts", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    text = out.read_text()
+    assert "Machine:" in text and " UTC" in text and "| reproduction verdicts | `pytest -s tests/test_sweep.py" in text
+    assert "flop-matched: Switch's MSE lower in 8 of 8 pairs" in text
