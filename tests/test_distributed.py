@@ -1,5 +1,10 @@
 """Expert parallelism (nbs/16_distributed.ipynb) on CPU with gloo: 2 and 4 processes train to the same weights as one
-process on the same global batches; sharded checkpoints load at other world sizes; torchrun end to end."""
+process on the same global batches (to the precision README states, printed: run with -s); sharded checkpoints load at
+other world sizes; torchrun end to end.
+
+Planted once (2026-12-06): the expert-parallel forward adding `b_dec * (1 + 1e-13)` (a bias off by one part in 10^13, as a
+stray cast or reordered sum would make it): test_same_weights_as_one_process_float64 fails at 2.6e-14 (the old bound,
+1e-10, let it pass)."""
 import errno, json, os, subprocess, sys
 from pathlib import Path
 import pytest
@@ -52,7 +57,8 @@ def test_same_weights_as_one_process_float64(world):
     res = D.train_local(cfg, batches, world)
     for r in res:   # every rank holds the same merged model
         err = _max_err(r["state"], single.model.state_dict())
-        assert max(err.values()) < 1e-10, err   # measured: 2e-15
+        print(f"{world} processes, float64: largest relative difference from one process {max(err.values()):.1e}")
+        assert max(err.values()) < 2e-15, err   # README: "within 2e-15"; measured 4.4e-16 (2026-12-06)
     _close_history(single.history, res[0]["history"], 1e-6)   # history numbers are stored as float32
     load = torch.tensor(single.history[-1]["expert_load"])
     assert load.max() > 2 / cfg.n_experts   # uneven routing: the exchanges really had variable split sizes
@@ -66,7 +72,8 @@ def test_same_weights_as_one_process_float32():
     single = _train_single(cfg, batches)
     res = D.train_local(cfg, batches, 2)
     err = _max_err(res[0]["state"], single.model.state_dict())
-    assert max(err.values()) < 1e-5, err   # measured: 4e-7
+    print(f"2 processes, float32: largest relative difference from one process {max(err.values()):.1e}")
+    assert max(err.values()) < 4e-7, err   # README: "within 4e-7"; measured 1.2e-7 (2026-12-06)
     _close_history(single.history, res[1]["history"], 1e-5)
 
 def test_errors_name_the_fix(tmp_path):
