@@ -1,6 +1,8 @@
-"""Rerun the commands whose outputs README.md quotes, and write what they gave today, with the machine and the date,
-to results/figures.md (`make figures`: the cheap ones, minutes; `make figures ALL=1`: also the main job, the speed table
-and the stream-resume timing, about half an hour on a 2-core CPU).
+"""Rerun the commands behind the figures README.md and docs/guides quote, other than the main and synthetic jobs
+(docs/figures.py writes those to results/main_job.json), and write what they gave today, with the machine and the
+date, to results/figures.md. `make figures` runs both scripts (minutes); with `ALL=1` this one adds the slow ones: the
+main job's attribution runs, the torchrun pair, the speed table and the stream-resume timing (about half an hour on a
+2-core CPU).
 
 Each figure is taken from the command's own output (metrics.json, a test's printed line), never typed in here."""
 import argparse, datetime, json, os, platform, re, subprocess, sys, tempfile, time
@@ -82,15 +84,11 @@ def torchrun_pair():
 
 
 CHEAP = {
-    "synthetic job": ("switch-sae train --data synthetic",
-                      lambda: train_job(["--data", "synthetic"], ("fve", "feature_recovery", "routing_purity", "train_seconds"))),
     "bad inputs": ("pytest tests/test_bad_input.py tests/test_cli.py::test_bad_config_is_refused_before_work", bad_inputs),
     "distributed precision": ("pytest -s tests/test_distributed.py -k same_weights_as_one_process", distributed),
     "reproduction verdicts": ("pytest -s tests/test_sweep.py -k recomputed", repro),
 }
 SLOW = {
-    "main job": ("switch-sae train (make run)",
-                 lambda: train_job([], ("fve", "ce_loss_recovered", "delta_ce", "kl", "l0", "act_scale", "train_seconds"))),
     "main job, lb_alpha 3 on raw activations": ("switch-sae train --no-normalize --lb-alpha 3",
                  lambda: train_job(["--no-normalize", "--lb-alpha", "3"], ("fve", "ce_loss_recovered"))),
     "main job, raw activations": ("switch-sae train --no-normalize",
@@ -104,10 +102,11 @@ SLOW = {
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--all", action="store_true", help="also the slow commands (about half an hour)")
-    p.add_argument("--only", nargs="*", help="names of the figures to rerun (default: all of the chosen set)")
+    p.add_argument("--extra", nargs="*", default=[], help="names of slow figures to add to the cheap ones")
+    p.add_argument("--only", nargs="*", help="names of the figures to rerun, and no others")
     p.add_argument("--out", default=str(ROOT / "results" / "figures.md"))
     a = p.parse_args(argv)
-    jobs = {**CHEAP, **(SLOW if a.all else {})}
+    jobs = {**CHEAP, **(SLOW if a.all else {k: v for k, v in SLOW.items() if k in a.extra})}
     if a.only: jobs = {k: v for k, v in {**CHEAP, **SLOW}.items() if k in a.only}
     head = [f"# Figures README.md quotes, as rerun on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
             f"Machine: {machine()}.", f"Made by `python results/figures.py {' '.join(argv if argv is not None else sys.argv[1:])}`"

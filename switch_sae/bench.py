@@ -287,7 +287,7 @@ def run_bench(shapes: Iterable[Shape], impls: Sequence[str] = IMPLS, device: str
     if bad: raise ValueError(f"unknown implementation(s) {bad}: choose from {IMPLS}.")
     device = torch.device(device)
     if device.type == "cpu": keep_freed_memory()
-    res = dict(machine=machine(device), load_before=_load(), rows=[])
+    res = dict(machine=machine(device), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_before=_load(), rows=[])
     for s in shapes:
         todo = [i for i in impls if not (i == "reference" and s.n_experts == 1)]   # one expert: nothing to mask
         rows = bench_shape(s, todo, device, dtype, autocast, compile, repeats, warmup, seed)
@@ -415,11 +415,12 @@ def bench_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/13_bench.ipynb
 def report_header(res: dict) -> str:
-    "One line: the machine, threads, torch, dtype (autocast, compile) and the load average before and after."
+    "One line: the machine, threads, torch, dtype (autocast, compile), the load average before and after, the date."
     m, r = res["machine"], (res["rows"] or [{}])[0]
     return (f"{m.get('gpu', m['cpu'])}, {m['threads']} threads, torch {m['torch']}, {r.get('dtype', '?')}"
             f"{', autocast ' + r['autocast'] if r.get('autocast') else ''}{', compiled' if r.get('compile') else ''}; "
-            f"load average {res['load_before']} -> {res['load_after']}")
+            f"load average {res['load_before']} -> {res['load_after']}"
+            f"{', ' + res['date'] if res.get('date') else ''}")
 
 def format_report(res: dict, argv: Sequence[str]) -> str:
     "The markdown report of a benchmark run: the command that reproduces it, the machine, the table, the summary."
