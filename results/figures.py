@@ -43,7 +43,10 @@ def train_job(args, keys):
     return got, f"{sec:.0f} s wall, command included"
 
 
-def lines(out: str, pattern: str) -> str: return "; ".join(l.strip() for l in out.splitlines() if re.search(pattern, l))
+def lines(out: str, pattern: str) -> str:
+    "The lines of `out` that match `pattern`, once each (pytest's progress dots removed), joined by '; '."
+    found = [re.sub(r"^\.+", "", l).strip() for l in out.splitlines() if re.search(pattern, l)]
+    return "; ".join(dict.fromkeys(found))
 
 
 def bad_inputs():
