@@ -247,6 +247,10 @@ def nav_yaml(nav: list, indent: int = 0) -> str:
     return "\n".join(out)
 
 
+GUIDE_DIRS = ("guides", "images")      # docs/guides: the engineering pages README links to; docs/images: their figures
+GUIDE_ORDER = ("training", "speed", "expert_parallelism", "reproduction", "interop", "website")
+
+
 def layout(cfg: dict) -> list:
     "Copy the executed notebooks into _proc/site/docs and write the generated pages; returns the nav."
     if SRC.exists(): shutil.rmtree(SRC)
@@ -275,9 +279,15 @@ def layout(cfg: dict) -> list:
         (docs / path).parent.mkdir(parents=True, exist_ok=True)
         (docs / path).write_text(text)
     (docs / "extra.css").write_text(CSS)
+    guides = []
+    for sub in GUIDE_DIRS:                     # at docs/docs/...: README's links (docs/guides/x.md) hold on the site too
+        if (ROOT / "docs" / sub).exists(): shutil.copytree(ROOT / "docs" / sub, docs / "docs" / sub)
+    shutil.copytree(ROOT / "results", docs / "results")   # the committed outputs README and the guides link to
+    for g in sorted((docs / "docs" / "guides").glob("*.md"), key=lambda g: GUIDE_ORDER.index(g.stem) if g.stem in GUIDE_ORDER else 99):
+        guides.append((g.read_text().split("\n", 1)[0].lstrip("# ").strip(), f"docs/guides/{g.name}"))
     api = [("Index", "api/index.md")] + [(p.stem, f"api/{p.name}") for p in sorted((docs / "api").glob("*.md")) if p.stem != "index"]
     return ([("Home", "index.ipynb"), ("Reading order", "reading_order.md")]
-            + [(section, [(t, p) for t, p, _ in items]) for section, items in pages] + [("API reference", api)])
+            + [(section, [(t, p) for t, p, _ in items]) for section, items in pages] + [("Guides", guides), ("API reference", api)])
 
 
 def mkdocs_yml(cfg: dict, nav: list) -> str:
