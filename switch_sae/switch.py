@@ -15,7 +15,7 @@ from .router import route, group_by_expert, Groups
 from typing import NamedTuple, Optional
 
 # %% auto 0
-__all__ = ['grouped_matmul', 'expert_topk', 'RoutedEncoder', 'Slots', 'route_slots', 'SwitchSAE', 'switch_reference', 'SwitchReference', 'check_against_reference']
+__all__ = ['grouped_matmul', 'expert_topk', 'RoutedEncoder', 'Slots', 'route_slots', 'draw_switch_sae', 'SwitchSAE', 'switch_reference', 'SwitchReference', 'check_against_reference']
 
 # %% ../nbs/04a_expert_kernels.ipynb
 def _grouped_mm_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -116,7 +116,27 @@ def route_slots(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor,
         gate = torch.cat([gate, gate.new_ones(len(x), 1)], 1)
     return Slots(expert, gate, probs)
 
-# %% ../nbs/05_switch.ipynb 10
+# %% ../nbs/05_switch.ipynb 3
+def draw_switch_sae(ax=None):
+    "The architecture of a Switch SAE, drawn: one token's path through the router, its expert, TopK, the gate and the decoder."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(12, 3.6))[1]; ax.set_axis_off()
+    def box(x, y, s, on=True):
+        c = "black" if on else "silver"
+        return ax.text(x, y, s, ha="center", va="center", color=c, bbox=dict(boxstyle="round,pad=0.5", fc="white", ec=c))
+    def arrow(a, b, on=True, side=(1, 0.5, 0, 0.5), **kw):
+        ax.annotate("", xy=side[2:], xycoords=b, xytext=side[:2], textcoords=a,
+                    arrowprops=dict(arrowstyle="->", color="black" if on else "silver", shrinkA=4, shrinkB=4, **kw))
+    xin, router = box(-0.1, 0.45, "x"), box(0.13, 0.45, "router\np = softmax(W_r (x - b_router))\ni = argmax p")
+    experts = [box(0.42, y, f"expert {e}: ReLU(W_enc[{e}] (x - b_dec))", e == "i") for e, y in [("0", 0.95), ("E-1", 0.72), ("i", 0.45)]]
+    topk, gate, dec, out = box(0.62, 0.45, "TopK\nk of M"), box(0.72, 0.45, "×p_i"), box(0.85, 0.45, "W_dec[i]ᵀz\n+ b_dec"), box(0.96, 0.45, "x̂")
+    for a, b in [(xin, router), (router, experts[2]), (experts[2], topk), (topk, gate), (gate, dec), (dec, out)]: arrow(a, b)
+    for e in experts[:2]: arrow(router, e, on=False)
+    arrow(router, gate, side=(0.5, 0, 0.5, 0), connectionstyle="arc3,rad=0.25"); ax.text(0.45, 0.08, "the gate p_i", ha="center")
+    ax.set_title("One token through a Switch SAE: its expert i in black; the others (grey) compute nothing for it")
+    return ax.figure
+
+# %% ../nbs/05_switch.ipynb 12
 class SwitchSAE(SAEBase):
     "Switch SAE: a router sends each token to one of `n_experts` TopK SAEs of `n_latents / n_experts` latents."
     def __init__(self, cfg: SwitchSAEConfig, backend: str = "auto", sparse_grad: bool = True):
@@ -163,7 +183,7 @@ class SwitchSAE(SAEBase):
         super().init_biases_(x)
         self.b_router.copy_(self.b_dec)
 
-# %% ../nbs/05_switch.ipynb 12
+# %% ../nbs/05_switch.ipynb 14
 def _grads(sae, fn, x, autocast=None):
     sae.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
