@@ -451,7 +451,7 @@ def check_my_sae(cls: Callable, device=None, seed: int = 0):
     with torch.no_grad():
         for name in PARAMS: getattr(mine, name).copy_(getattr(ref, name))
         mine.act_scale.fill_(s)
-    out = _call(mine, "forward", raw)
+    out = _call(mine, "MySwitchSAE", raw)
     if not (isinstance(out, (tuple, list)) and len(out) == 3):
         _fail(f"forward should return three things, (x_hat, l2, lb); it returned {type(out).__name__}.")
     x_hat, l2, lb = out
