@@ -14,16 +14,25 @@ from .router import route as lib_route
 from .losses import lb_loss as lib_lb_loss
 from .train import make_optimizer
 from .geometry import nearest_neighbours
+from . import course_solutions
+from .course_solutions import PARAMS, SwitchParams, LibrarySwitchSAE, _course_sae, _grads_of
+from .train import Trainer
+from .data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
+from .losses import fve as lib_fve
+from . import tiny_lm
+from .lm_eval import splice_metrics
+from .geometry import duplicated_features
+_all_ = ["SwitchParams", "LibrarySwitchSAE"]   # the learner's notebooks use them
 from .sweep import flops_per_token
 
 # %% auto 0
-__all__ = ['SWITCH_MISTAKES', 'PARAMS', 'STEP_MISTAKES', 'MINE', 'CHECKED', 'solutions_enabled', 'default_device',
-           'show_solution', 'check_route', 'check_topk', 'check_switch_forward', 'SwitchParams', 'LibrarySwitchSAE',
-           'check_act_scale_for', 'check_scaled_forward', 'check_lb_loss', 'check_lb_routings', 'check_gate_grad',
-           'check_my_sae', 'reference_step', 'check_train_step', 'check_my_training', 'check_fve', 'check_spliced_ce',
-           'check_expert_top_tokens', 'check_nearest_other_expert', 'check_space_expert', 'check_duplicated',
-           'save_mine', 'load_mine', 'check_group_by_expert', 'check_grouped_encode', 'check_sparse_decode_backward',
-           'check_encoder_flops']
+__all__ = ['SWITCH_MISTAKES', 'STEP_MISTAKES', 'MINE', 'CHECKED', 'solutions_enabled', 'default_device', 'show_solution',
+           'check_route', 'check_topk', 'check_switch_forward', 'check_act_scale_for', 'check_scaled_forward',
+           'check_lb_loss', 'check_lb_routings', 'check_gate_grad', 'check_my_sae', 'reference_step',
+           'check_train_step', 'check_my_training', 'check_fve', 'check_spliced_ce', 'check_expert_top_tokens',
+           'check_nearest_other_expert', 'check_space_expert', 'check_duplicated', 'save_mine', 'load_mine',
+           'check_group_by_expert', 'check_grouped_encode', 'check_sparse_decode_backward', 'check_encoder_flops',
+           'SwitchParams', 'LibrarySwitchSAE']
 
 # %% ../nbs/course/00_checks.ipynb
 def solutions_enabled() -> bool:
@@ -38,7 +47,6 @@ def default_device() -> str:
 
 def show_solution(name: str) -> str:
     "Print (and return) the source of the worked solution of the exercise `name`."
-    from switch_sae import course_solutions   # here: the solutions import this module
     if not hasattr(course_solutions, name):
         raise ValueError(f"no solution called {name!r}; the exercises are {course_solutions.__all__}.")
     src = inspect.getsource(getattr(course_solutions, name))
@@ -236,45 +244,6 @@ def check_switch_forward(switch_forward: Callable, device=None, seed: int = 0):
         _fail("x_hat carries no gradient to W_router: the gate p_i must keep its gradient (no .detach(), .item() or "
               "torch.no_grad()); it is the reconstruction's only path to the router.")
     _ok("switch_forward: routed expert only, TopK inside it, gate p_i, b_dec subtracted and added back.")
-
-# %% ../nbs/course/00_checks.ipynb
-PARAMS = ("W_enc", "W_dec", "b_dec", "W_router", "b_router")
-
-class SwitchParams(torch.nn.Module):
-    "The parameters of a Switch SAE, initialised as the library's `SwitchSAE` of the same seed; `forward` is yours."
-    def __init__(self, d_in: int, n_latents: int, n_experts: int, k: int, lb_alpha: float = 0.1, seed: int = 0):
-        super().__init__()
-        lib = SwitchSAE(SwitchSAEConfig(d_in=d_in, n_latents=n_latents, n_experts=n_experts, k=k, lb_alpha=lb_alpha,
-                                        seed=seed, device="cpu"))
-        for name in PARAMS: setattr(self, name, torch.nn.Parameter(getattr(lib, name).detach().clone()))
-        self.register_buffer("act_scale", torch.ones(()))   # raw activations * act_scale = the SAE's units
-        self.d_in, self.n_latents, self.n_experts, self.k, self.lb_alpha = d_in, n_latents, n_experts, k, lb_alpha
-
-class LibrarySwitchSAE(SwitchSAE):
-    "The library's `SwitchSAE` behind the course's interface: `forward(x) -> (x_hat, l2, lb)`; `d_in`, `k`, `lb_alpha`."
-    d_in = property(lambda self: self.cfg.d_in)
-    k = property(lambda self: self.cfg.k)
-    lb_alpha = property(lambda self: self.cfg.lb_alpha)
-    def forward(self, x):
-        out = SwitchSAE.forward(self, x)
-        return out.x_hat, out.l2, out.lb
-
-def _course_sae(dev, W_enc, W_dec, b_dec, W_router, b_router, k, act_scale=1.0, lb_alpha=0.1):
-    "A `LibrarySwitchSAE` holding these weights."
-    (N, d), E = W_enc.shape, W_router.shape[0]
-    sae = LibrarySwitchSAE(SwitchSAEConfig(d_in=d, n_latents=N, n_experts=E, k=k, lb_alpha=lb_alpha, device=str(dev)))
-    with torch.no_grad():
-        for name, v in zip(PARAMS, (W_enc, W_dec, b_dec, W_router, b_router)): getattr(sae, name).copy_(v)
-        sae.act_scale.fill_(act_scale)
-    return sae
-
-def _grads_of(model, x):
-    "Each parameter's gradient of the course's training loss l2 + lb_alpha * d_in * lb."
-    model.zero_grad(set_to_none=True)
-    _, l2, lb = model(x)
-    (l2 + model.lb_alpha * model.d_in * lb).backward()
-    return {n: (None if getattr(model, n).grad is None else getattr(model, n).grad.clone()) for n in PARAMS}
-
 
 # %% ../nbs/course/00_checks.ipynb
 def check_act_scale_for(act_scale_for: Callable, device=None, seed: int = 0):
@@ -573,8 +542,6 @@ def check_train_step(train_step: Callable, device=None, seed: int = 0):
 def check_my_training(cls: Callable, train: Callable, device=None, steps: int = 300, seed: int = 0) -> dict:
     """Train the learner's module `cls` with their `train(sae, batches, steps, lr)` and the library's `SwitchSAE` with
     its `Trainer`, on the same synthetic batches; compare feature recovery, routing purity, expert load and FVE."""
-    from switch_sae.data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
-    from switch_sae.train import Trainer
     dev = device or default_device()
     d, N, E, k, bs, lr, gain = 32, 256, 8, 4, 512, 3e-3, 10.0
     data = SyntheticData(SyntheticConfig(d_in=d, n_clusters=E, features_per_cluster=16, seed=seed, gain=gain), device=dev)
@@ -626,7 +593,6 @@ def check_my_training(cls: Callable, train: Callable, device=None, steps: int = 
 # %% ../nbs/course/00_checks.ipynb
 def check_fve(fve: Callable, device=None, seed: int = 0):
     "Check a learner's `fve(x, x_hat) -> scalar`, the fraction of variance explained."
-    from switch_sae.losses import fve as lib_fve
     dev = device or default_device()
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(256, 8, generator=g) * torch.linspace(0.3, 3.0, 8) + 4.0).to(dev)   # off-centre, uneven
@@ -649,8 +615,6 @@ def check_fve(fve: Callable, device=None, seed: int = 0):
 
 def check_spliced_ce(spliced_ce: Callable, lm=None, tokens=None, hook: str = "blocks.1.hook_resid_pre"):
     "Check a learner's `spliced_ce(lm, tokens, hook, reconstruct) -> float` against `splice_metrics` (`12_lm_eval`)."
-    from switch_sae import tiny_lm
-    from switch_sae.lm_eval import splice_metrics
     lm = lm if lm is not None else tiny_lm.load()
     if tokens is None: tokens = tiny_lm.contexts(tiny_lm.corpus_tokens("heldout"), 64)[:4]
     tokens = tokens.to(next(lm.parameters()).device)
@@ -736,7 +700,6 @@ def check_space_expert(answer, inspector):
 
 def check_duplicated(answer, inspector, threshold: float = 0.9):
     "Check the learner's count of the latents that have a copy (cosine >= threshold) in another expert."
-    from switch_sae.geometry import duplicated_features
     W, E = inspector.sae.W_dec.detach().cpu(), inspector.E
     dup = duplicated_features(W, E, threshold)
     if answer is None: _fail("set N_DUPLICATED to your count: your nearest_other_expert over every latent.")
@@ -761,7 +724,8 @@ def save_mine(*fns: Callable, solutions: bool = False, path: str = MINE, device=
     for fn in fns:
         name = getattr(fn, "__name__", "")
         check = globals().get(f"check_{name}")
-        if check is None or name not in CHECKED: raise ValueError(f"no exercise is called {name!r}: save the functions of the exercises ({', '.join(CHECKED)}).")
+        if check is None or name not in CHECKED:
+            raise ValueError(f"no exercise is called {name!r}: save the functions of the exercises ({', '.join(CHECKED)}).")
         check(fn, device=device)
         try: saved[name] = inspect.getsource(fn)
         except (OSError, TypeError) as e:
@@ -785,7 +749,6 @@ def _read_mine(path) -> dict:
 
 def load_mine(*names: str, solutions: bool = False, path: str = MINE):
     "Your saved functions `names` (one, or a tuple), or the worked ones when `solutions` is true."
-    from switch_sae import course_solutions
     if solutions:
         got = tuple(getattr(course_solutions, n) for n in names)
     else:

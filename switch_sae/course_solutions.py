@@ -6,12 +6,55 @@
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
+from .topk import geometric_median
 
 # %% auto 0
-__all__ = ['route', 'topk', 'switch_forward', 'act_scale_for', 'scaled_forward', 'lb_loss', 'lb_routings', 'gate_grad',
-           'MySwitchSAE', 'train_step', 'train_my_sae', 'fve', 'spliced_ce', 'expert_top_tokens',
-           'nearest_other_expert', 'space_expert', 'n_duplicated', 'group_by_expert', 'grouped_encode',
-           'sparse_decode_backward', 'encoder_flops']
+__all__ = ['PARAMS', 'SwitchParams', 'LibrarySwitchSAE', 'route', 'topk', 'switch_forward', 'act_scale_for', 'scaled_forward',
+           'lb_loss', 'lb_routings', 'gate_grad', 'MySwitchSAE', 'train_step', 'train_my_sae', 'fve', 'spliced_ce',
+           'expert_top_tokens', 'nearest_other_expert', 'space_expert', 'n_duplicated', 'group_by_expert',
+           'grouped_encode', 'sparse_decode_backward', 'encoder_flops']
+
+# %% ../nbs/course/99_solutions.ipynb
+from .config import SwitchSAEConfig
+from .switch import SwitchSAE
+
+PARAMS = ("W_enc", "W_dec", "b_dec", "W_router", "b_router")
+
+class SwitchParams(torch.nn.Module):
+    "The parameters of a Switch SAE, initialised as the library's `SwitchSAE` of the same seed; `forward` is yours."
+    def __init__(self, d_in: int, n_latents: int, n_experts: int, k: int, lb_alpha: float = 0.1, seed: int = 0):
+        super().__init__()
+        lib = SwitchSAE(SwitchSAEConfig(d_in=d_in, n_latents=n_latents, n_experts=n_experts, k=k, lb_alpha=lb_alpha,
+                                        seed=seed, device="cpu"))
+        for name in PARAMS: setattr(self, name, torch.nn.Parameter(getattr(lib, name).detach().clone()))
+        self.register_buffer("act_scale", torch.ones(()))   # raw activations * act_scale = the SAE's units
+        self.d_in, self.n_latents, self.n_experts, self.k, self.lb_alpha = d_in, n_latents, n_experts, k, lb_alpha
+
+class LibrarySwitchSAE(SwitchSAE):
+    "The library's `SwitchSAE` behind the course's interface: `forward(x) -> (x_hat, l2, lb)`; `d_in`, `k`, `lb_alpha`."
+    d_in = property(lambda self: self.cfg.d_in)
+    k = property(lambda self: self.cfg.k)
+    lb_alpha = property(lambda self: self.cfg.lb_alpha)
+    def forward(self, x):
+        out = SwitchSAE.forward(self, x)
+        return out.x_hat, out.l2, out.lb
+
+def _course_sae(dev, W_enc, W_dec, b_dec, W_router, b_router, k, act_scale=1.0, lb_alpha=0.1):
+    "A `LibrarySwitchSAE` holding these weights."
+    (N, d), E = W_enc.shape, W_router.shape[0]
+    sae = LibrarySwitchSAE(SwitchSAEConfig(d_in=d, n_latents=N, n_experts=E, k=k, lb_alpha=lb_alpha, device=str(dev)))
+    with torch.no_grad():
+        for name, v in zip(PARAMS, (W_enc, W_dec, b_dec, W_router, b_router)): getattr(sae, name).copy_(v)
+        sae.act_scale.fill_(act_scale)
+    return sae
+
+def _grads_of(model, x):
+    "Each parameter's gradient of the course's training loss l2 + lb_alpha * d_in * lb."
+    model.zero_grad(set_to_none=True)
+    _, l2, lb = model(x)
+    (l2 + model.lb_alpha * model.d_in * lb).backward()
+    return {n: (None if getattr(model, n).grad is None else getattr(model, n).grad.clone()) for n in PARAMS}
+
 
 # %% ../nbs/course/99_solutions.ipynb
 def route(x, W_router, b_router):
@@ -80,8 +123,6 @@ def gate_grad(x, y, p, b_dec):
     return -2 * (residual * y).sum(-1)
 
 # %% ../nbs/course/99_solutions.ipynb
-from .course import SwitchParams
-
 class MySwitchSAE(SwitchParams):
     "The course's Switch SAE, from the functions of exercises 1-5."
     def forward(self, x):
@@ -111,7 +152,6 @@ def train_step(sae, opt, x, grad_clip=1.0):
 # %% ../nbs/course/99_solutions.ipynb
 def train_my_sae(sae, batches, steps, lr):
     "Train `sae` for `steps` steps on the batches of the iterator `batches` with Adam at `lr`; returns it."
-    from switch_sae.topk import geometric_median
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
     for step in range(steps):
         x = next(batches)

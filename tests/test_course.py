@@ -547,3 +547,22 @@ def test_exercises_do_not_hand_over_the_answer():
             uses_another = any(f"{n}(" in code for n in names)     # calling an exercise's function is not its answer
             if len(code) > 20 and not uses_another and not code.startswith(("return", "for ", "with ", "N, d =", "M = N", "E = ", "def ", '"')):
                 assert code not in text, f"the course notebooks show a line of the solution of {name}: {code!r}"
+
+
+def test_real_model_comparison_holds_with_act_scale():
+    "Course 02's comparison with the library on the tiny LM holds for a model whose act_scale is not 1 (scale in, scale out)."
+    from switch_sae import tiny_lm
+    from switch_sae.activations import lm_activations, load_lm
+    from switch_sae.inspector import demo_sae
+    sae, lm = demo_sae("cpu"), load_lm("tiny")
+    acts = lm_activations(lm.model, tiny_lm.encode("Return the number of items in a container.")[None],
+                          "blocks.1.hook_resid_pre")[0, 1:]
+    s = 0.37                                   # the same model in units s times the raw ones: same reconstruction
+    with torch.no_grad():
+        sae.b_dec.mul_(s / sae.act_scale); sae.b_router.mul_(s / sae.act_scale); sae.W_router.mul_(sae.act_scale / s)
+        sae.act_scale.fill_(s)
+        lib = sae(acts).x_hat
+        mine = S.scaled_forward(acts, sae.W_enc, sae.W_dec, sae.b_dec, sae.W_router, sae.b_router, sae.cfg.k, sae.act_scale)
+        unscaled = S.switch_forward(acts, sae.W_enc, sae.W_dec, sae.b_dec, sae.W_router, sae.b_router, sae.cfg.k)
+    assert torch.allclose(mine, lib, atol=1e-4)
+    assert not torch.allclose(unscaled, lib, atol=1e-2)     # without scaling in and out, the comparison fails
