@@ -118,7 +118,7 @@ def route_slots(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor,
 
 # %% ../nbs/05_switch.ipynb 3
 def draw_switch_sae(ax=None):
-    "The architecture of a Switch SAE, drawn: one token's path through the router, its expert, TopK, the gate and the decoder."
+    "Draw a Switch SAE on `ax` (a new figure by default): one token through the router, its expert, TopK, the gate, the decoder; returns `ax`."
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(12, 3.6))[1]; ax.set_axis_off()
     def box(x, y, s, on=True):
@@ -134,7 +134,7 @@ def draw_switch_sae(ax=None):
     for e in experts[:2]: arrow(router, e, on=False)
     arrow(router, gate, side=(0.5, 0, 0.5, 0), connectionstyle="arc3,rad=0.25"); ax.text(0.45, 0.08, "the gate p_i", ha="center")
     ax.set_title("One token through a Switch SAE: its expert i in black; the others (grey) compute nothing for it")
-    return ax.figure
+    return ax
 
 # %% ../nbs/05_switch.ipynb 12
 class SwitchSAE(SAEBase):
