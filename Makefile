@@ -74,6 +74,11 @@ figures: setup
 docs: setup
 	OMP_NUM_THREADS=1 $(PY) docs/build.py --n_workers 2
 
+# The figures README quotes: results/main_job.json (the main and synthetic jobs) and docs/images/switch_sae.png;
+# about 5 minutes on a 2-core CPU (docs/figures.py)
+figures: setup
+	OMP_NUM_THREADS=1 $(PY) docs/figures.py
+
 # README.md is made from nbs/index.ipynb, the website's home page
 readme: setup
 	$(PY) docs/readme.py
