@@ -3,7 +3,7 @@
 #   make test   checks the notebooks export to the library unchanged, lints it, checks README.md against nbs/index.ipynb,
 #               runs the SAELens/SAEBench interop tests in their own environment (.venv-saelens, built on first use),
 #               runs every notebook (keeping the executed copies for the website), runs pytest
-#   make figures reruns the commands behind README's figures and writes results/figures.md (machine, date)
+#   make figures reruns the commands behind README's figures: results/main_job.json, results/figures.md (machine, date)
 #   make docs   builds the website in _docs/ from the notebooks, offline (reusing make test's executed notebooks)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -66,18 +66,16 @@ test: export-check lint readme-check test-interop
 	OMP_NUM_THREADS=1 $(PY) docs/execute.py --n_workers 2 --force
 	$(BIN)/pytest -q tests
 
-# Rerun the commands whose figures README.md quotes and write today's values, the machine and the date to results/figures.md
-# (minutes; `make figures ALL=1` adds the main job, the torchrun pair, the speed table and the stream-resume timing).
-figures: setup
-	$(PY) results/figures.py $(if $(ALL),--all,)
-
 docs: setup
 	OMP_NUM_THREADS=1 $(PY) docs/build.py --n_workers 2
 
-# The figures README quotes: results/main_job.json (the main and synthetic jobs) and docs/images/switch_sae.png;
-# about 5 minutes on a 2-core CPU (docs/figures.py)
+# The figures README quotes: results/main_job.json (the main and synthetic jobs) and docs/images/switch_sae.png
+# (docs/figures.py), then results/figures.md (results/figures.py: bad inputs, distributed precision, the reproduction's
+# verdicts recomputed); about 10 minutes on a 2-core CPU. `make figures ALL=1` adds the attribution runs of the main
+# job, the torchrun pair, the speed table and the stream-resume timing (about half an hour more).
 figures: setup
 	OMP_NUM_THREADS=1 $(PY) docs/figures.py
+	OMP_NUM_THREADS=1 $(PY) results/figures.py $(if $(ALL),--all,)
 
 # README.md is made from nbs/index.ipynb, the website's home page
 readme: setup
