@@ -1,41 +1,48 @@
-"""Every script in `benchmarks/` (and every `python <script>` that README.md names) runs, on tiny arguments, in a
-subprocess: a rename in the library breaks `make test`, not the documentation. Nothing here is timed.
+"""Every script in `benchmarks/` (and every `python <script>` that README.md or docs/guides/ names) runs, on tiny
+arguments, in a subprocess: a rename in the library breaks `make test`, not the documentation. Nothing here is timed.
 
 Planted once (2026-12-06): `from switch_sae.train import _stream_state` back in `benchmarks/resume_stream.py` (the
-ImportError README's command hit) fails `test_benchmark_script_runs[resume_stream.py]`."""
-import os, re, subprocess, sys
+ImportError README's command hit) fails `test_benchmark_script_runs[benchmarks/resume_stream.py]`."""
+import os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# script -> the tiny arguments it runs with here (each a few seconds on one CPU thread)
+# script -> the tiny arguments it runs with here (each a few seconds on one CPU thread), and what its output must hold
 TINY = {
-    "resume_stream.py": ["3", "--n-ctxs", "8", "--batch-size", "64"],
-    "flop_matched_lr.py": ["--steps", "2", "--threads", "1", "--eval-tokens", "256", "--n-ctxs", "16"],
+    "benchmarks/resume_stream.py": (["3", "--n-ctxs", "8", "--batch-size", "64"], "same next batch: True"),
+    "benchmarks/flop_matched_lr.py": (["--steps", "2", "--threads", "1", "--eval-tokens", "256", "--n-ctxs", "16"], "Switch E=16"),
+    # run from a copy in a temporary folder, so that the image it draws is written there, not over the committed one
+    "docs/figures.py": (["--only", "image"], "wrote docs/images/switch_sae.png"),
 }
-EXPECT = {"resume_stream.py": "same next batch: True", "flop_matched_lr.py": "Switch E=16"}
+ELSEWHERE = {"results/figures.py": "test_figures_command_writes_its_table"}
 
 
 def test_every_benchmark_script_has_tiny_arguments():
     "A new script in benchmarks/ must be added to TINY, so that it runs here too."
-    assert sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")) == sorted(TINY)
+    assert sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")) == sorted(Path(s).name for s in TINY if s.startswith("benchmarks/"))
 
 
 def test_every_script_readme_names_is_run_here():
-    "Each `python <path>.py` command in README.md names a file of this repository that this file runs."
-    named = set(re.findall(r"python3? ((?:[\w.-]+/)*[\w.-]+\.py)", (ROOT / "README.md").read_text()))
-    for path in named:
-        assert (ROOT / path).exists(), f"README.md names {path}, which does not exist"
-        assert path.startswith("benchmarks/") and Path(path).name in TINY, f"README.md names {path}: run it in this file"
+    "Each `python <path>.py` command in README.md and docs/guides/ names a file of this repository that this file runs."
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))]
+    named = {path: d.name for d in docs for path in re.findall(r"python3? ((?:[\w.-]+/)*[\w.-]+\.py)", d.read_text())}
+    assert named, "no command found: has the pattern gone stale?"
+    for path, doc in named.items():
+        assert (ROOT / path).exists(), f"{doc} names {path}, which does not exist"
+        assert path in TINY or path in ELSEWHERE, f"{doc} names {path}: run it in this file (add it to TINY)"
 
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_benchmark_script_runs(script, tmp_path):
+    args, expect = TINY[script]
+    path = ROOT / script
+    if script.startswith("docs/"):
+        (tmp_path / "docs").mkdir(); path = Path(shutil.copy(path, tmp_path / script))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *TINY[script]], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, str(path), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    assert EXPECT[script] in p.stdout, p.stdout
+    assert expect in p.stdout, p.stdout
 
 
 def test_figures_command_writes_its_table(tmp_path):
