@@ -16,17 +16,8 @@ from .losses import l2_loss, total_loss
 __all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'scale_for', 'SAEBase', 'TopKSAE']
 
 # %% ../nbs/03_topk.ipynb
-class EncoderOutput(NamedTuple):
-    top_acts: torch.Tensor      # [B, k] values of the active latents (router scale included)
-    top_indices: torch.Tensor   # [B, k] their global latent indices in [0, n_latents)
-    expert: torch.Tensor        # [B] the expert each token was routed to (0 for a dense SAE)
-    router_probs: torch.Tensor  # [B, E] router probabilities (ones [B, 1] for a dense SAE)
-class SAEOutput(NamedTuple):
-    x_hat: torch.Tensor         # reconstruction, same shape as the input
-    l2: torch.Tensor            # reconstruction loss
-    lb: torch.Tensor            # load-balancing loss (0 for a dense SAE)
-    total: torch.Tensor         # l2 + lb_alpha * d_in * lb
-    enc: EncoderOutput          # what the encoder chose (flattened to [B, ...])
+class EncoderOutput(NamedTuple): top_acts: torch.Tensor; top_indices: torch.Tensor; expert: torch.Tensor; router_probs: torch.Tensor
+class SAEOutput(NamedTuple): x_hat: torch.Tensor; l2: torch.Tensor; lb: torch.Tensor; total: torch.Tensor; enc: EncoderOutput
 
 # %% ../nbs/03_topk.ipynb
 @torch.no_grad()
@@ -114,8 +105,7 @@ class TopKSAE(SAEBase):
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         B = x.shape[0]
-        return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device),
-                             x.new_ones(B, 1))
+        return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device), x.new_ones(B, 1))
 
 # %% ../nbs/03a_input_checks.ipynb 3
 from fastcore.basics import patch
