@@ -21,7 +21,7 @@ class SwitchSAEConfig:
     d_in: int = 64             # width of the input activations
     n_latents: int = 512       # N: latents over all experts
     n_experts: int = 8         # E: experts, each with N / E latents
-    k: int = 8                 # latents kept per token (TopK), inside the expert the token is routed to
+    k: int = 8                 # active latents per token (TopK), chosen inside the routed expert
     arch: str = "switch"       # "switch" or "topk" (the dense baseline)
     heaviside: bool = False    # variant: scale the expert's output by 1 instead of the router probability
     shared_expert: bool = False  # variant: the last expert is on for every token; the router picks among the other E - 1
