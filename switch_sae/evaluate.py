@@ -15,35 +15,27 @@ __all__ = ['evaluate_reconstruction']
 @torch.no_grad()
 def evaluate_reconstruction(sae: SAEBase, batches: Iterable[torch.Tensor]) -> Dict[str, object]:
     "Reconstruction metrics of `sae` over `batches` of held-out activations."
-    dev, N, E = sae.W_dec.device, sae.cfg.n_latents, sae.n_experts
-    n = 0; sx = sxx = err = l0 = ent = 0.0
+    dev, N, E, d = sae.W_dec.device, sae.cfg.n_latents, sae.n_experts, sae.cfg.d_in
     fired = torch.zeros(N, dtype=torch.bool, device=dev)
-    load = torch.zeros(E, dtype=torch.float64, device=dev)
-    psum = torch.zeros(E, dtype=torch.float64, device=dev)
-    e_err = torch.zeros(E, dtype=torch.float64, device=dev)       # per expert: squared error,
-    e_sx = torch.zeros(E, sae.cfg.d_in, dtype=torch.float64, device=dev)  # sum of x,
-    e_sxx = torch.zeros(E, dtype=torch.float64, device=dev)       # and sum of ||x||^2
+    # per expert: its tokens, their router probabilities, squared error, ||x||^2 and x
+    load, psum, e_err, e_sxx = torch.zeros(4, E, dtype=torch.float64, device=dev)
+    e_sx = torch.zeros(E, d, dtype=torch.float64, device=dev)
+    l0 = ent = 0.0
     for x in batches:
-        x = x.to(dev, sae.W_dec.dtype).reshape(-1, sae.cfg.d_in)
-        out = sae(x); e = out.enc
-        xd = x.double()
-        sx = sx + xd.sum(0); sxx = sxx + xd.pow(2).sum()
-        tok_err = (xd - out.x_hat.double()).pow(2).sum(-1)
-        err += tok_err.sum().item()
-        e_err.index_add_(0, e.expert, tok_err); e_sx.index_add_(0, e.expert, xd); e_sxx.index_add_(0, e.expert, xd.pow(2).sum(-1))
+        x = x.to(dev, sae.W_dec.dtype).reshape(-1, d)
+        out = sae(x); e, xd, p = out.enc, x.double(), out.enc.router_probs.double()
+        e_err.index_add_(0, e.expert, (xd - out.x_hat.double()).pow(2).sum(-1))
+        e_sxx.index_add_(0, e.expert, xd.pow(2).sum(-1)); e_sx.index_add_(0, e.expert, xd)
+        load += torch.bincount(e.expert, minlength=E).double(); psum += p.sum(0)
         active = e.top_acts != 0
-        l0 += active.sum().item()
-        fired[e.top_indices[active]] = True
-        load += torch.bincount(e.expert, minlength=E).double()
-        psum += e.router_probs.double().sum(0)
-        ent += -(e.router_probs.double() * e.router_probs.double().clamp_min(1e-30).log()).sum().item()
-        n += x.shape[0]
+        l0 += active.sum().item(); fired[e.top_indices[active]] = True
+        ent -= (p * p.clamp_min(1e-30).log()).sum().item()
+    n = int(load.sum().item())
     if n == 0: raise ValueError("evaluate_reconstruction got no batches.")
-    total_var = (sxx - sx.pow(2).sum() / n).item()
-    f, P = load / n, psum / n
-    mu = sx / n   # each expert's tokens' variance about the global mean: sum ||x - mu||^2 over its tokens
-    e_var = e_sxx - 2 * (e_sx @ mu) + load * mu.pow(2).sum()
+    mu = e_sx.sum(0) / n                                          # the mean of all tokens
+    e_var = e_sxx - 2 * (e_sx @ mu) + load * mu.pow(2).sum()      # per expert: sum of ||x - mu||^2 over its tokens
+    err, f, P = e_err.sum().item(), load / n, psum / n
     expert_fve = torch.where(load > 0, 1 - e_err / e_var.clamp_min(1e-30), torch.full_like(e_err, float("nan")))
-    return dict(fve=1 - err / total_var, mse=err / n, l0=l0 / n, dead_frac=1 - fired.float().mean().item(),
+    return dict(fve=1 - err / e_var.sum().item(), mse=err / n, l0=l0 / n, dead_frac=1 - fired.float().mean().item(),
                 expert_load=f.tolist(), expert_fve=expert_fve.tolist(), lb_loss=(E * (f * P).sum()).item(),
                 router_entropy=ent / n, act_scale=sae.act_scale.item(), tokens=n)
