@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb 2
 from __future__ import annotations
-from typing import List, Optional
+from typing import Optional
 import torch
 from fastcore.basics import patch
 from .config import SwitchSAEConfig, DTYPES
@@ -115,7 +115,7 @@ def flush(self: Trainer):
 # %% ../nbs/07a_long_runs.ipynb 2
 import ctypes, gc, json, os, shutil, signal, sys, threading, time
 from pathlib import Path
-from typing import Dict, Iterable
+from typing import Dict, Iterable, List
 from tqdm.auto import tqdm
 from .files import CheckpointError, atomic_write_text, save_tensors, load_tensors
 from .shards import ROW_SHARDED, rank_file, trainer_tensors
