@@ -230,7 +230,7 @@ def save(self: Trainer, out, keep: int = 2, stream: bool = True) -> Path:
     "Write a checkpoint into `out/checkpoints` (`save_checkpoint`)."
     return save_checkpoint(self, out, keep, stream)
 
-# %% ../nbs/07a_long_runs.ipynb 24
+# %% ../nbs/07a_long_runs.ipynb 26
 def optimizer_tensors(opt) -> Dict[str, torch.Tensor]:
     "The optimizer's state as flat tensors named `<parameter index>.<state>` (as checkpoints store them)."
     sd = opt.state_dict()
@@ -255,7 +255,7 @@ def stream_state(stream) -> Optional[tuple]:
     return ({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)},
             {k: v for k, v in sd.items() if not isinstance(v, torch.Tensor)})
 
-# %% ../nbs/07a_long_runs.ipynb 26
+# %% ../nbs/07a_long_runs.ipynb 28
 def _write_state(tr: Trainer, folder: Path, streams: Optional[list], stream_tensors: Optional[dict]):
     "This process's part of a checkpoint into `folder` (no collective but the model's own)."
     g = tr.group
@@ -313,7 +313,7 @@ def drop_stream_state(path) -> None:
     for f in files:
         if f.exists(): f.unlink()
 
-# %% ../nbs/07a_long_runs.ipynb 29
+# %% ../nbs/07a_long_runs.ipynb 31
 MODEL_FIELDS = ("arch", "d_in", "n_latents", "n_experts", "k", "heaviside", "shared_expert", "top_e", "dtype")
 
 def checkpoints(out) -> List[Path]:
@@ -362,7 +362,7 @@ def load_checkpoint(path, cfg: Optional[SwitchSAEConfig] = None, model: Optional
             tr.data_state = {**streams[g.rank], **load_tensors(path / rank_file("data", g.rank, g.world_size))}
     return tr
 
-# %% ../nbs/07a_long_runs.ipynb 31
+# %% ../nbs/07a_long_runs.ipynb 33
 def remove_unfinished(out) -> List[str]:
     "Remove what an interrupted write left in the run folder `out`: `.tmp_step_*` folders and atomic-write temp files."
     out, gone = Path(out), []
@@ -385,7 +385,7 @@ def latest_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None, model: Optiona
         if g.is_main: print(f"warning: skipping damaged checkpoint {p.name}: {error or 'damaged on another process'}")
     return None
 
-# %% ../nbs/07a_long_runs.ipynb 35
+# %% ../nbs/07a_long_runs.ipynb 37
 RUN_FILES = ("cfg.json", "model.safetensors", "shards.json", "metrics.json", "history.jsonl", "checkpoints")
 
 def prepare_out_dir(out, resume: bool = False, overwrite: bool = False) -> Path:
@@ -415,7 +415,7 @@ def _prepare_shared_out_dir(out, resume: bool, overwrite: bool, group) -> Path:
         raise error if error is not None else RuntimeError(f"the main process could not prepare the output folder {out}.")
     return Path(out)
 
-# %% ../nbs/07a_long_runs.ipynb 38
+# %% ../nbs/07a_long_runs.ipynb 40
 class _StopFlag:
     "First Ctrl-C asks for a clean stop after the current step; the second interrupts at once."
     def __init__(self): self.requested, self._old = False, None
@@ -436,7 +436,7 @@ def _postfix(h: dict, n_experts: int, alerts=()) -> dict:
     if alerts: pf["warn"] = "; ".join(alerts)
     return pf
 
-# %% ../nbs/07a_long_runs.ipynb 41
+# %% ../nbs/07a_long_runs.ipynb 43
 def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None,
           model: Optional[SAEBase] = None) -> Trainer:
@@ -499,7 +499,7 @@ def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resum
         if tr.interrupted: say(f"stopped at step {tr.step}: checkpoint written to {out}; resume with --resume.")
     return tr
 
-# %% ../nbs/07a_long_runs.ipynb 44
+# %% ../nbs/07a_long_runs.ipynb 46
 class BatchTooLargeError(RuntimeError):
     "A training step ran out of device memory; the message names a batch size that fits."
 
