@@ -218,9 +218,12 @@ SEARCH_JS = """<script>
     var q = box.value.trim().toLowerCase(), n = 0;
     res.textContent = "";
     if (!q) return;
+    var id = /^\d+$/.test(q), ex = /^expert \d+$/.test(q);
     for (var i = 0; i < L.length && n < 50; i++) {
-      var r = L[i];   // [latent, expert, href, summary]
-      if (String(r[0]) === q || ("expert " + r[1]) === q || r[3].toLowerCase().indexOf(q) >= 0) {
+      var r = L[i];   // [latent, expert, href, summary, tokens it fires on most often]
+      var hit = id ? String(r[0]) === q : ex ? "expert " + r[1] === q
+                   : r[4].some(function(t){ return t.toLowerCase().indexOf(q) >= 0; });
+      if (hit) {
         var a = document.createElement("a");
         a.href = r[2]; a.textContent = "latent " + r[0] + " (expert " + r[1] + "): " + r[3];
         res.appendChild(a); n++;
@@ -242,10 +245,11 @@ def overview_page(f: Features, info: dict) -> str:
             f'<code>{html.escape(info.get("model", "?"))}</code>; statistics from {ins.n_tokens} tokens of '
             f'<code>{html.escape(info.get("text", "?"))}</code>. Pages for {len(f.pages)} latents.</p>'
             + (f'<ul class="note">{metrics}</ul>' if metrics else ""))
-    rows = [[j, j // ins.M, (f"latents/{j}.html" if j in f.page_set else f"experts/{j // ins.M}.html#latent-{j}"), f.summary(j)]
-            for j in range(ins.N)]
+    rows = [[j, j // ins.M, (f"latents/{j}.html" if j in f.page_set else f"experts/{j // ins.M}.html#latent-{j}"), f.summary(j),
+             [lab for lab, _ in f.tokens[j]]] for j in range(ins.N)]
     data = json.dumps(rows).replace("</", "<\\/")
-    search = (f'<h2 id="ssae-search">Search latents</h2><p class="note">a latent id, "expert 3", or a token it fires on</p>'
+    search = (f'<h2 id="ssae-search">Search latents</h2>'
+              f'<p class="note">a latent id, "expert 3", or a token: the latents that fire on it most often</p>'
               f'<input id="ssae-q" type="search" placeholder="latent id or token" size="40" autocomplete="off">'
               f'<div id="ssae-results"></div><script type="application/json" id="ssae-latents">{data}</script>')
     loads = svg_bars(ins.load.tolist(), [str(e) for e in range(E)], f.colors, [f"experts/{e}.html" for e in range(E)],
