@@ -129,7 +129,7 @@ def page_notebook(nb: dict, rel: str, cfg: dict) -> dict:
 # tests/test_site.py compares with these): the core story, the chapters that build on it, and infrastructure, the
 # short notebooks a learner can skip, each saying so at its top with this mark.
 INFRA_MARK = "**Infrastructure: skip it on a first read"
-CORE_LAST = "08_evaluate"         # the core story: from the configuration to evaluating a trained SAE
+CORE_LAST = "08a_trained_switch_sae"   # the core story: from the configuration to a trained, evaluated SAE
 GROUPS = {"core": "The core story", "further": "Further chapters", "infra": "Infrastructure you can skip"}
 GROUP_INTRO = {
     "core": "From synthetic data with known features to a trained and evaluated Switch SAE: read these first, in order.",
