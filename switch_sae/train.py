@@ -6,7 +6,7 @@
 from __future__ import annotations
 import ctypes, gc, json, os, shutil, signal, sys, threading, time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 import torch
 from tqdm.auto import tqdm
 from .config import SwitchSAEConfig, DTYPES
@@ -428,7 +428,7 @@ def _postfix(h: dict, n_experts: int, alerts=()) -> dict:
 # %% ../nbs/07_train.ipynb
 def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None,
-          model: Optional[SAEBase] = None, on_log: Optional[Callable] = None) -> Trainer:
+          model: Optional[SAEBase] = None, on_log=None) -> Trainer:
     """Train an SAE for `cfg.steps` steps on `batches`: an iterable of [batch, d_in] tensors, or a
     function `start_step -> iterable` (what lets a resumed run continue on the same data).
     An iterable with `state_dict()` / `load_state_dict()` has its state saved in each checkpoint
