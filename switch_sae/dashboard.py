@@ -210,7 +210,7 @@ def _latent_link(f: Features, j: int, root: str) -> str:
     return f'<a href="{href}">latent {j}</a>'
 
 # %% ../nbs/15a_dashboard.ipynb
-SEARCH_JS = """<script>
+SEARCH_JS = r"""<script>
 (function(){
   var L = JSON.parse(document.getElementById("ssae-latents").textContent);
   var box = document.getElementById("ssae-q"), res = document.getElementById("ssae-results");
