@@ -439,7 +439,7 @@ def _postfix(h: dict, n_experts: int, alerts=()) -> dict:
 # %% ../nbs/07a_long_runs.ipynb 43
 def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None,
-          model: Optional[SAEBase] = None) -> Trainer:
+          model: Optional[SAEBase] = None, on_log=None) -> Trainer:
     """Train an SAE for `cfg.steps` steps on `batches`: an iterable of [batch, d_in] tensors, or a
     function `start_step -> iterable` (what lets a resumed run continue on the same data).
     An iterable with `state_dict()` / `load_state_dict()` has its state saved in each checkpoint
@@ -447,7 +447,8 @@ def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resum
     With `out`, checkpoints go to `out/checkpoints` and the final model to `out`; with `resume`,
     the run continues from the newest checkpoint in `out`. `model` is the SAE to train (by default a
     new one; `trainer` a run already under way); with an expert-parallel model (`16_distributed`)
-    every process calls `train`, each with its own slice of every batch."""
+    every process calls `train`, each with its own slice of every batch. `on_log(trainer)` is called after
+    each log window is added to `trainer.history` (experiment trackers, `16a_run`)."""
     if trainer is None and model is None: model = build_sae(cfg)
     group = (trainer.model if trainer is not None else model).group
     say = print if group.is_main else (lambda *a, **k: None)
@@ -483,11 +484,14 @@ def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resum
             if oom is not None:   # outside the except block: the failed step's tensors are released
                 bar.close(); raise out_of_memory_error(tr, x, oom)
             bar.update(1)
-            if tr.step % cfg.log_every == 0: bar.set_postfix(_postfix(tr.history[-1], tr.model.n_experts, tr.alerts))
+            if tr.step % cfg.log_every == 0:
+                bar.set_postfix(_postfix(tr.history[-1], tr.model.n_experts, tr.alerts))
+                if on_log: on_log(tr)
             if out is not None and cfg.ckpt_every and tr.step % cfg.ckpt_every == 0 and tr.step < cfg.steps:
                 tr.save(out); last_ckpt = tr.step
     bar.close()
     tr.flush()
+    if on_log: on_log(tr)
     tr.seconds = time.time() - t0
     tr.interrupted = stop.requested
     if out is not None:
