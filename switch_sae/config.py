@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .version import __version__
 
 # %% auto 0
-__all__ = ['ARCHS', 'DTYPES', 'PRESETS', 'SwitchSAEConfig', 'check_types', 'preset']
+__all__ = ['ARCHS', 'DTYPES', 'BALANCES', 'PRESETS', 'SwitchSAEConfig', 'check_types', 'preset']
 
 # %% ../nbs/00_config.ipynb
 ARCHS = ("switch", "topk")
@@ -35,7 +35,11 @@ class SwitchSAEConfig:
     top_e: int = 1             # moe: route each token to its top_e experts; k latents chosen jointly among them
     # --- loss ---
     lb_alpha: float = 0.1      # L = L2 + lb_alpha * d_in * L_lb in the SAE's units: the authors' balance (02_losses maps their value)
+    balance: str = "loss"      # balance experts by the loss above ("loss"), by a routing bias ("bias", 08b), or "both"
+    bias_rate: float = 1e-3    # balance "bias"/"both": the step of an expert's routing bias per training step
+    auxk_alpha: float = 0.0    # AuxK (08b): weight of the loss that trains dead latents on the residual (Gao et al.: 1/32)
     normalize: bool = True     # train on activations scaled to mean squared norm d_in (factor from the first batch, kept in the model)
+    scale_batches: int = 1     # > 1: `train` estimates that factor over the stream's first scale_batches batches (07_train)
     # --- optimisation ---
     lr: Optional[float] = None # None: 2e-4 / sqrt(n_latents / 2**14), the paper's rule
     beta1: float = 0.9
@@ -75,6 +79,11 @@ def n_routed_experts(self: SwitchSAEConfig) -> int:
 def lr_value(self: SwitchSAEConfig) -> float:
     "The learning rate in use: `lr`, or the paper's rule 2e-4 / sqrt(N / 2^14)."
     return self.lr if self.lr is not None else 2e-4 / math.sqrt(self.n_latents / 2**14)
+
+@patch(as_prop=True)
+def lb_weight(self: SwitchSAEConfig) -> float:
+    "The weight of the load-balancing loss in the objective: `lb_alpha`, or 0 when the routing bias alone balances."
+    return 0.0 if self.balance == "bias" else self.lb_alpha
 
 @patch(as_prop=True)
 def torch_dtype(self: SwitchSAEConfig) -> torch.dtype: return DTYPES[self.dtype]
@@ -171,6 +180,18 @@ def _check_optimisation(cfg: SwitchSAEConfig) -> None:
     _require(cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}.")
 
 # %% ../nbs/00_config.ipynb
+BALANCES = ("loss", "bias", "both")
+
+def _check_remedies(cfg: SwitchSAEConfig) -> None:
+    "`balance`, `bias_rate`, `auxk_alpha` and `scale_batches` lie in their ranges, on a model they support."
+    _require(cfg.balance in BALANCES, f"balance must be one of {BALANCES}, got {cfg.balance!r}.")
+    _require(cfg.bias_rate > 0 and cfg.auxk_alpha >= 0 and cfg.scale_batches > 0, f"bias_rate must be > 0, auxk_alpha >= 0 "
+             f"and scale_batches > 0, got {cfg.bias_rate}, {cfg.auxk_alpha}, {cfg.scale_batches}.")
+    _require((cfg.auxk_alpha == 0 and cfg.balance == "loss") or cfg.top_e == 1 and not cfg.shared_expert and
+             (cfg.arch == "switch" or cfg.balance == "loss"), f"auxk_alpha > 0 needs top_e=1 and no shared expert, and "
+             f"balance={cfg.balance!r} needs experts: use arch='switch', top_e=1, shared_expert=False, or auxk_alpha=0, balance='loss'.")
+
+# %% ../nbs/00_config.ipynb
 def _check_warnings(cfg: SwitchSAEConfig) -> None:
     "`collapse_share` and `dead_warn_frac` are fractions."
     _require(0 <= cfg.collapse_share < 1, f"collapse_share must lie in [0, 1) (a fraction of an expert's fair share "
@@ -193,13 +214,14 @@ def _check_device(cfg: SwitchSAEConfig) -> None:
 def validate(self: SwitchSAEConfig):
     "Raise `ValueError` naming the field, the problem and a fix."
     for check in (check_types, _check_counts, _check_choices, _check_experts, _check_k, _check_optimisation,
-                  _check_warnings, _check_device):
+                  _check_warnings, _check_device, _check_remedies):
         check(self)
 
 # %% ../nbs/00_config.ipynb
 PRESETS = {
     "synthetic": {},
-    "lm": dict(n_latents=4096, n_experts=8, k=16, steps=3000, batch_size=1024, log_every=50, ckpt_every=500),
+    "lm": dict(n_latents=4096, n_experts=8, k=16, steps=3000, batch_size=1024, log_every=50, ckpt_every=500,
+               scale_batches=100),
 }
 
 def preset(name: str, **overrides) -> SwitchSAEConfig:

@@ -5,7 +5,7 @@
 # %% ../nbs/03_topk.ipynb 3
 from __future__ import annotations
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,12 +22,13 @@ class EncoderOutput(NamedTuple):
     top_indices: torch.Tensor   # [B, k] their global latent indices in [0, n_latents)
     expert: torch.Tensor        # [B] the expert each token was routed to (0 for a dense SAE)
     router_probs: torch.Tensor  # [B, E] router probabilities (ones [B, 1] for a dense SAE)
+    aux: Optional[tuple] = None # AuxK (08b): (acts [B, k_aux], indices, loss scale) of dead latents, when asked for
 
 class SAEOutput(NamedTuple):
     x_hat: torch.Tensor         # reconstruction, same shape as the input
     l2: torch.Tensor            # reconstruction loss
     lb: torch.Tensor            # load-balancing loss (0 for a dense SAE)
-    total: torch.Tensor         # l2 + lb_alpha * d_in * lb
+    total: torch.Tensor         # l2 + lb_alpha * d_in * lb (+ auxk_alpha * AuxK, 08b)
     enc: EncoderOutput          # what the encoder chose (flattened to [B, ...])
 
 # %% ../nbs/03_topk.ipynb
@@ -145,14 +146,15 @@ def encode(self: SAEBase, x: torch.Tensor) -> EncoderOutput:
     return self.encode_scaled(self.scale_in(x))
 
 @patch
-def forward(self: SAEBase, x: torch.Tensor) -> SAEOutput:
+def forward(self: SAEBase, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> SAEOutput:
     "Encode, decode and compute the losses `l2`, `lb` and `total` (in the SAE's units); `x_hat` in raw units."
     xs = self.scale_in(x)
-    enc = self.encode_scaled(xs)
+    enc = self.encode_scaled(xs) if dead is None else self.encode_scaled(xs, dead)   # `dead` [N]: AuxK (08b)
     x_hat = self.decode_scaled(enc.top_acts, enc.top_indices)
     l2 = l2_loss(xs, x_hat)
     lb = self.lb_term(enc)
-    total = total_loss(l2, lb, self.cfg.lb_alpha, self.cfg.d_in)
+    total = total_loss(l2, lb, self.cfg.lb_weight, self.cfg.d_in)
+    if enc.aux is not None: total = total + self.cfg.auxk_alpha * self.auxk_loss(xs - x_hat.detach(), enc.aux)
     return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
 
 # %% ../nbs/03_topk.ipynb
@@ -162,10 +164,43 @@ class TopKSAE(SAEBase):
         super().__init__(cfg)
         self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, device=cfg.torch_device, dtype=cfg.torch_dtype))
 
-    def encode_scaled(self, x: torch.Tensor) -> EncoderOutput:
+    def encode_scaled(self, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> EncoderOutput:
         "Top-k latents of every token of `x` [tokens, d_in], already in the SAE's units (`scale_in`)."
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         B = x.shape[0]
+        aux = None if dead is None else self.auxk_codes(pre, dead)   # 08b: the dead latents' top pre-activations
         return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device),
-                             x.new_ones(B, 1))
+                             x.new_ones(B, 1), aux)
+
+# %% ../nbs/08b_dead_latents_and_balance.ipynb 4
+@patch
+def auxk_size(self: SAEBase, dead: torch.Tensor) -> tuple:
+    "(k_aux, loss scale) for the dead latents `dead` [this process's latents], counted over every process."
+    n_dead = int(self.group.all_reduce(dead.sum().reshape(1).double(), "auxk")[0])
+    k_nom = max(1, self.cfg.d_in // 2)
+    return min(k_nom, self.cfg.expert_size, n_dead), min(n_dead / k_nom, 1.0)
+
+@patch
+def auxk_codes(self: SAEBase, pre: torch.Tensor, dead: torch.Tensor) -> Optional[tuple]:
+    "A dense SAE's AuxK codes: the `k_aux` largest pre-activations `pre` [B, N] among the `dead` [N], and the loss scale."
+    k_aux, scale = self.auxk_size(dead)
+    if k_aux == 0: return None
+    vals, idx = pre.masked_fill(~dead, -math.inf).topk(k_aux, dim=-1, sorted=False)
+    return F.relu(vals), idx, scale
+
+@patch
+def auxk_loss(self: SAEBase, residual: torch.Tensor, aux: tuple) -> torch.Tensor:
+    "scale * mean ||residual - e_hat||^2, where e_hat decodes the dead latents' codes `aux` (without `b_dec`)."
+    acts, idx, scale = aux
+    e_hat = self.decode_scaled(acts, idx) - self.b_dec
+    return scale * (residual - e_hat).pow(2).sum(-1).mean()
+
+# %% ../nbs/08b_dead_latents_and_balance.ipynb 8
+@patch
+@torch.no_grad()
+def update_expert_bias_(self: SAEBase, out) -> None:
+    "Move each expert's routing bias by `bias_rate` against its load error in the step that gave `out`."
+    load = out.load if hasattr(out, "load") else torch.bincount(out.enc.expert, minlength=self.n_experts)
+    load = load.to(self.expert_bias.dtype)
+    self.expert_bias += self.cfg.bias_rate * torch.sign(load.mean() - load)
