@@ -103,21 +103,23 @@ GRIDS = {
     "repro-ci": dict(kind="repro", width_mult=2, flop_experts=(2,), width_experts=(2,), ks=(8, 4),
                      lrs=(1e-3, 4e-3), lr_k=8, lr_steps=20, steps=40, batch_size=256,
                      eval_tokens=2048, n_ctxs=32, dup_max_latents=4096),
-    # the reproduction redone with the remedies of 08b: AuxK on every model, act_scale from 100 batches, learning
-    # rates bracketed (the lr sweep grows until each model's best rate has a tried rate on both sides), and a
-    # control without AuxK (N = 16 Nd, E = 16, k = 16) at the same rate; no paper's-rule phase
-    "repro2": dict(kind="repro", width_mult=8, flop_experts=(2, 4, 8, 16), width_experts=(4, 8, 16), ks=(32, 16),
+    # the reproduction redone with the remedies of 08b: AuxK on every model (a latent silent for 2M tokens, about
+    # 1000 steps, counts as dead), act_scale from 100 batches, learning rates bracketed (the lr sweep grows until
+    # each model's best rate has a tried rate on both sides), k = 16 first, and a control without AuxK
+    # (N = 16 Nd, E = 16, k = 16) at the same rate; no paper's-rule phase
+    "repro2": dict(kind="repro", width_mult=8, flop_experts=(2, 4, 8, 16), width_experts=(4, 8, 16), ks=(16, 32),
                    lrs=(1e-3, 2e-3, 4e-3, 8e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
-                   eval_tokens=16384, n_ctxs=256, dup_max_latents=16384, auxk_alpha=1 / 32, scale_batches=100,
-                   bracket=True, controls=((16, 16, 16),), rule_phase=False),
+                   eval_tokens=16384, n_ctxs=256, dup_max_latents=16384, auxk_alpha=1 / 32,
+                   train_kw=dict(scale_batches=100, dead_tokens=2_000_000), bracket=True, controls=((16, 16, 16),),
+                   rule_phase=False),
     # the load-balancing grid redone beside the routing bias (08b): no weight, and the bias with the loss
     "lb2": dict(kind="lb", width_mult=16, focus_E=16, focus_k=32,
                 alphas=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=2000, batch_size=1024,
-                eval_tokens=16384, n_ctxs=256, dup_max_latents=0, scale_batches=100,
+                eval_tokens=16384, n_ctxs=256, dup_max_latents=0, train_kw=dict(scale_batches=100),
                 bias=(("bias", 1e-3, 0.0), ("bias", 1e-2, 0.0), ("both", 1e-3, 0.03))),
     "repro2-ci": dict(kind="repro", width_mult=2, flop_experts=(2,), width_experts=(), ks=(8,),
                       lrs=(1e-3, 4e-3), lr_k=8, lr_steps=10, steps=20, batch_size=256, eval_tokens=2048, n_ctxs=32,
-                      dup_max_latents=0, auxk_alpha=1 / 32, scale_batches=4, bracket=True, controls=((2, 2, 8),),
+                      dup_max_latents=0, auxk_alpha=1 / 32, train_kw=dict(scale_batches=4, dead_tokens=1024), bracket=True, controls=((2, 2, 8),),
                       rule_phase=False),
     "lb2-ci": dict(kind="lb", width_mult=2, focus_E=4, focus_k=8, alphas=(0.0, 0.1), steps=30, batch_size=256,
                    eval_tokens=2048, n_ctxs=32, dup_max_latents=0, bias=(("bias", 1e-2, 0.0),)),
@@ -178,9 +180,8 @@ def grid_runs(name: str, d: int, rows: List[dict] = ()) -> List[RunSpec]:
         best = {c: trials[c][1] for c in cs}
         for k in g["ks"]:                                         # 2. every model at its best rate, the full length
             runs += [dataclasses.replace(c, k=k, lr=best[c]) for c in cs if best[c] is not None]
-        for mult, E, k in g.get("controls", ()):                  # 2b. controls: the same without AuxK
-            runs += [dataclasses.replace(c, k=k, lr=best[c], auxk_alpha=0.0) for c in cs if best[c] is not None
-                     and c.arch == "switch" and (c.n_latents, c.n_experts) == (mult * Nd, E)]
+            runs += [dataclasses.replace(c, k=k, lr=best[c], auxk_alpha=0.0) for c in cs if best[c] is not None   # controls:
+                     and c.arch == "switch" and (c.n_latents // Nd, c.n_experts, k) in g.get("controls", ())]       # no AuxK
         if g.get("rule_phase", True): runs += [dataclasses.replace(c, lr=c.lr_rule) for c in cs]   # 3. the paper's rule
     else:
         E0, k0 = g["focus_E"], g["focus_k"]
@@ -294,7 +295,7 @@ def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: i
                  n_experts=cfg.n_experts, top_e=cfg.top_e, shared_expert=int(cfg.shared_expert), k=cfg.k, n_latents=cfg.n_latents,
                  expert_size=cfg.expert_size, lb_alpha=cfg.lb_alpha, balance=cfg.balance, bias_rate=cfg.bias_rate,
                  auxk_alpha=cfg.auxk_alpha, heaviside=int(cfg.heaviside), lr=cfg.lr_value, lr_rule=spec.lr_rule,
-                 batch_size=batch_size, seed=seed, **(extra or {}))
+                 batch_size=batch_size, seed=seed, **{"lr_tried": "", "lr_bracketed": "", **(extra or {})})
     try: tr = train(cfg, data.batches, progress=False)
     except NonFiniteError as e:
         print(f"{ident['run_id']} diverged: {e}")
@@ -316,7 +317,7 @@ def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: i
                flops_per_token=flops_per_token(cfg), steps=tr.step, batch_size=batch_size, tokens=tr.tokens, seed=seed,
                train_seconds=tr.seconds, train_cpu_seconds=cpu, fve=m["fve"], mse=m["mse"], l0=m["l0"], ce_loss_recovered=m["ce_loss_recovered"],
                delta_ce=m["delta_ce"], kl=m["kl"], dead_frac=m["dead_frac"],
-               dead_frac_heldout=m["dead_frac"], eval_tokens=m["tokens"], dead_frac_train=tr.dead_frac(),
+               dead_frac_heldout=m["dead_frac"], eval_tokens=m.get("tokens", ""), dead_frac_train=tr.dead_frac(),
                dead_frac_train_max_expert=max(dead_by_expert(tr)),
                max_expert_load=max(m["expert_load"]) * E_r, router_entropy=m["router_entropy"], dup_frac=dup, best_cos_across=cos,
                model=data.act.model, hook=data.act.hook_name, device=str(tr.model.W_dec.device),
@@ -395,7 +396,7 @@ def sweep(grid: str, out, act: Optional[ActivationConfig] = None, cache=None, st
         spec, t0 = todo[0], time.time()
         phase, extra = _phase(g, spec, data.d, rows)
         row = run_one(spec, data, steps, batch_size, seed, device, base_n, g["dup_max_latents"], grid, phase,
-                      {"scale_batches": g["scale_batches"]} if "scale_batches" in g else None, extra)
+                      g.get("train_kw"), extra)
         rows.append(row); write_sweep_csv(path, rows); ran += 1
         if shard: merge_shards(out)
         overhead.append(time.time() - t0 - float(row["train_seconds"]))
@@ -595,7 +596,8 @@ def _interp_log(xs, ys, y):
 # %% ../nbs/18_sweep.ipynb
 def lb_verdicts(rows: List[dict]) -> Dict[str, str]:
     "The load-balancing grid: which lb_alpha gives the authors' balance, and what quality and balance each weight buys."
-    rs = sorted(rows, key=lambda r: r["lb_alpha"])
+    bias = [r for r in rows if r.get("balance") in ("bias", "both")]          # the routing bias (08b), beside the grid
+    rs = sorted([r for r in rows if r not in bias], key=lambda r: r["lb_alpha"])
     if len(rs) < 2: return {}
     best = min(r["mse"] for r in rs)
     pos = [r for r in rs if r["lb_alpha"] > 0]
@@ -620,7 +622,16 @@ def lb_verdicts(rows: List[dict]) -> Dict[str, str]:
                          + f": insensitivity over a decade or more {_held(hi >= 10 * lo)}")
         v["lb_range"] += (f"; at lb_alpha = 0 the max expert load x E is {zero[0]['max_expert_load']:.2f} (collapse "
                           f"{_held(zero[0]['max_expert_load'] > 3)}: above 3)." if zero else ".")
+    if bias: v["lb_bias"] = _verdict_bias(bias, best)
     return v
+
+def _verdict_bias(bias: List[dict], best: float) -> str:
+    "The routing bias against the grid's best MSE: balance (max load x E <= 1.2) with MSE within 3%, without a weight."
+    parts = [f"{r['balance']} (bias_rate {r['bias_rate']:g}" + (f", lb_alpha {r['lb_alpha']:g}" if r["balance"] == "both" else "")
+             + f"): max expert load x E {r['max_expert_load']:.2f}, MSE {r['mse'] / best:.3f}x the lb grid's best" for r in bias]
+    ok = [r for r in bias if r["max_expert_load"] <= 1.2 and r["mse"] <= 1.03 * best]
+    return ("Routing bias (aux-loss-free balancing, Wang et al. 2024): " + "; ".join(parts) + ". Max load x E at most 1.2 "
+            f"with MSE within 3% of the best weight's: {_held(bool(ok))}.")
 
 # %% ../nbs/18_sweep.ipynb
 _STYLES = ["o-", "s-", "^-", "v-", "D-", "x-", "*-"]
@@ -641,7 +652,8 @@ def _caption(fig, text):
 def plot_lb(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
     "Quality and balance against lb_alpha (0 drawn at a tenth of the smallest other value)."
     from matplotlib.figure import Figure
-    rs = sorted(rows, key=lambda r: r["lb_alpha"])
+    bias = [r for r in rows if r.get("balance") in ("bias", "both")]
+    rs = sorted([r for r in rows if r not in bias], key=lambda r: r["lb_alpha"])
     small = min([r["lb_alpha"] for r in rs if r["lb_alpha"] > 0] or [1.0]) / 10
     xs = [r["lb_alpha"] or small for r in rs]
     fig = Figure(figsize=(13, 4.6)); axs = fig.subplots(1, 4)
@@ -649,6 +661,9 @@ def plot_lb(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
                              ("held-out MSE", "loss recovered", "max expert load x E", "lb term / L2 (end of training)")):
         ax.plot(xs, [r[col] for r in rs], "o-"); ax.set_xscale("log"); ax.grid(alpha=0.3)
         ax.axvline(DEFAULT_LB_ALPHA, color="C3", ls=":", lw=1); ax.set_xlabel(f"lb_alpha (0 drawn at {small:g})"); ax.set_title(name, fontsize=9)
+        for r, c in zip(bias, ("C1", "C2", "C4", "C5")):     # the routing bias has no weight: a horizontal line
+            ax.axhline(r[col], color=c, ls="--", lw=1, label=f"{r['balance']} {r['bias_rate']:g}")
+    if bias: axs[2].legend(fontsize=7)
     axs[3].axhline(AUTHORS_LB_RATIO, color="k", ls="--", lw=1); axs[3].set_yscale("log")
     fig.suptitle(f"Load-balancing weight, default {DEFAULT_LB_ALPHA:g} dotted (E = {rs[0]['n_experts']:.0f}, "
                  f"N = {rs[0]['n_latents']:.0f}, k = {rs[0]['k']:.0f})", fontsize=10)
@@ -667,6 +682,19 @@ def _tuned(rows) -> Dict[tuple, float]:
         rs = [r for r in rows if r["phase"] == "lr-sweep" and (r["arch"], r["n_latents"], r["n_experts"]) == m]
         if rs: out[m] = min(rs, key=lambda r: r["mse"])["lr"]
     return out
+
+def _verdict_auxk(rows, Nd, tuned) -> Optional[str]:
+    "AuxK against its control (the same model, k and rate without it): dead latents (training counter) and MSE."
+    parts = []
+    for c in [r for r in rows if r["phase"] == "control"]:
+        m = next((r for r in rows if r["phase"] == "main" and all(r[f] == c[f] for f in ("arch", "n_latents", "n_experts", "k"))
+                  and math.isclose(r["lr"], c["lr"], rel_tol=1e-3)), None)
+        if m: parts.append(f"{_label((c['arch'], c['n_latents'], c['n_experts']), Nd)}, k = {c['k']:.0f}: dead latents "
+                           f"(training counter) {c['dead_frac_train']:.1%} without, {m['dead_frac_train']:.1%} with; held-out "
+                           f"MSE {c['mse']:.4g} without, {m['mse']:.4g} with")
+    if not parts: return None
+    a = next(r["auxk_alpha"] for r in rows if r["phase"] == "main")
+    return f"AuxK (auxk_alpha = {a:.4g}) against the same run without it: " + "; ".join(parts) + "."
 
 def _label(m, Nd) -> str:
     arch, N, E = m
@@ -769,7 +797,7 @@ def repro_verdicts(rows: List[dict]) -> Dict[str, str]:
     Nd = next((r["n_latents"] for r in rows if r["arch"] == "topk"), None)
     tuned = _tuned(rows)
     claims = dict(lr=_verdict_lr, flop=_verdict_repro_flop, width=_verdict_repro_width, flop_rule=_verdict_flop_rule,
-                  cost=_verdict_cost)
+                  cost=_verdict_cost, auxk=_verdict_auxk)
     verdicts = {key: claim(rows, Nd, tuned) for key, claim in claims.items()}
     return {key: s for key, s in verdicts.items() if s is not None}
 
