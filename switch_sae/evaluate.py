@@ -48,7 +48,7 @@ def evaluate_reconstruction(sae: SAEBase, batches: Iterable[torch.Tensor]) -> Di
                 expert_load=f.tolist(), expert_fve=expert_fve.tolist(), lb_loss=(E * (f * P).sum()).item(),
                 router_entropy=ent / n, act_scale=sae.act_scale.item(), tokens=n)
 
-# %% ../nbs/08b_dead_latents_and_balance.ipynb 11
+# %% ../nbs/08b_dead_latents_and_balance.ipynb 20
 from typing import List
 
 def dead_by_expert(tr) -> List[float]:

@@ -196,7 +196,7 @@ def auxk_loss(self: SAEBase, residual: torch.Tensor, aux: tuple) -> torch.Tensor
     e_hat = self.decode_scaled(acts, idx) - self.b_dec
     return scale * (residual - e_hat).pow(2).sum(-1).mean()
 
-# %% ../nbs/08b_dead_latents_and_balance.ipynb 8
+# %% ../nbs/08b_dead_latents_and_balance.ipynb 13
 @patch
 @torch.no_grad()
 def update_expert_bias_(self: SAEBase, out) -> None:
