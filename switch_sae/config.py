@@ -35,7 +35,7 @@ class SwitchSAEConfig:
     top_e: int = 1             # moe: route each token to its top_e experts; k latents chosen jointly among them
     # --- loss ---
     lb_alpha: float = 0.1      # L = L2 + lb_alpha * d_in * L_lb in the SAE's units: the authors' balance (02_losses maps their value)
-    balance: str = "loss"      # balance experts by the loss above ("loss"), by a routing bias ("bias", 08b), or "both"
+    balance: str = "loss"      # balance experts by the lb loss ("loss"), by a routing bias ("bias", 08b), or "both"
     bias_rate: float = 1e-3    # balance "bias"/"both": the step of an expert's routing bias per training step
     auxk_alpha: float = 0.0    # AuxK (08b): weight of the loss that trains dead latents on the residual (Gao et al.: 1/32)
     normalize: bool = True     # train on activations scaled to mean squared norm d_in (factor from the first batch, kept in the model)

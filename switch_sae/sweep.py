@@ -112,6 +112,13 @@ GRIDS = {
                    eval_tokens=16384, n_ctxs=256, dup_max_latents=16384, auxk_alpha=1 / 32,
                    train_kw=dict(scale_batches=100, dead_tokens=2_000_000), bracket=True, controls=((16, 16, 16),),
                    rule_phase=False),
+    # the part of repro2 the issue's first test needs, first: dense TopK and FLOP-matched E = 16 at k = 16, and the
+    # control; its rows are repro2's (the same run ids), so repro2 later skips them when run into the same folder
+    "repro2-focus": dict(kind="repro", width_mult=8, flop_experts=(16,), width_experts=(), ks=(16,),
+                         lrs=(1e-3, 2e-3, 4e-3, 8e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
+                         eval_tokens=16384, n_ctxs=256, dup_max_latents=16384, auxk_alpha=1 / 32,
+                         train_kw=dict(scale_batches=100, dead_tokens=2_000_000), bracket=True, controls=((16, 16, 16),),
+                         rule_phase=False),
     # the load-balancing grid redone beside the routing bias (08b): no weight, and the bias with the loss
     "lb2": dict(kind="lb", width_mult=16, focus_E=16, focus_k=32,
                 alphas=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=2000, batch_size=1024,

@@ -183,3 +183,18 @@ def test_two_sweep_shards_started_together_both_run(tmp_path):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     for i in range(2): assert (tmp_path / "out" / f"sweep-{i}of2.csv").exists(), outs[i]
+
+
+def test_metrics_and_report_carry_the_training_counters_dead_fraction(tmp_path):
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "switch_sae.cli", "train", "--data", "synthetic", "--steps", "40", "--batch-size", "256",
+                    "--log-every", "20", "--out", str(out), "--no-progress", "--device", "cpu", "--eval-tokens", "1024",
+                    "--dead-tokens", "2000", "--auxk-alpha", "0.03", "--balance", "bias"],
+                   cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True)
+    import json
+    m = json.loads((out / "metrics.json").read_text())
+    per = m["dead_frac_train_by_expert"]
+    assert len(per) == 8 and m["dead_frac_train"] == pytest.approx(sum(per) / 8)
+    assert "| dead_frac_train |" in (out / "report.md").read_text()
+    from switch_sae.checkpoint import load_sae
+    assert load_sae(out).expert_bias.abs().max() > 0   # the routing bias came back with the model
