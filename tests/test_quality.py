@@ -198,3 +198,23 @@ def test_metrics_and_report_carry_the_training_counters_dead_fraction(tmp_path):
     assert "| dead_frac_train |" in (out / "report.md").read_text()
     from switch_sae.checkpoint import load_sae
     assert load_sae(out).expert_bias.abs().max() > 0   # the routing bias came back with the model
+
+
+def test_the_routing_bias_is_exported_or_refused(tmp_path):
+    from switch_sae.switch import SwitchSAE
+    from switch_sae.checkpoint import load_sae
+    from switch_sae.interop import saelens_state_dict, saelens_config, save_reference, load_reference
+    cfg = SwitchSAEConfig(d_in=16, n_latents=64, n_experts=4, k=4, balance="bias", device="cpu")
+    sae = SwitchSAE(cfg)
+    x = torch.randn(32, 16)
+    save_reference(sae, tmp_path / "ref0")                       # a zero bias routes as the reference code does
+    back, _ = load_reference(tmp_path / "ref0" / "ae.pt", tmp_path / "ref0" / "config.json")
+    assert not hasattr(back, "expert_bias") and torch.equal(back(x).enc.expert, sae(x).enc.expert)
+    with torch.no_grad(): sae.expert_bias.copy_(torch.tensor([0.0, 0.3, -0.2, 0.1]))
+    with pytest.raises(ValueError, match="no routing bias"): save_reference(sae, tmp_path / "ref")
+    sd, c = saelens_state_dict(sae), saelens_config(sae, "blocks.0.hook_resid_pre", "tiny")
+    assert torch.equal(sd["expert_bias"], sae.expert_bias) and c["routing_bias"] is True
+    sae.save_pretrained(tmp_path / "ours")
+    again = load_sae(tmp_path / "ours")
+    assert torch.equal(again.expert_bias, sae.expert_bias)
+    assert torch.equal(again(x).enc.expert, sae(x).enc.expert)
