@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test export-check lint interop-env test-interop clean docs readme readme-check
+.PHONY: setup run test export-check lint interop-env test-interop clean docs readme readme-check figures
 setup: $(VENV)/.installed
 
 # torch is pinned first: a bare "torch" requirement on a machine without it pulls a multi-GB CUDA build.
@@ -67,6 +67,11 @@ test: export-check lint readme-check test-interop
 
 docs: setup
 	OMP_NUM_THREADS=1 $(PY) docs/build.py --n_workers 2
+
+# The figures README quotes: results/main_job.json (the main and synthetic jobs) and docs/images/switch_sae.png;
+# about 5 minutes on a 2-core CPU (docs/figures.py)
+figures: setup
+	OMP_NUM_THREADS=1 $(PY) docs/figures.py
 
 # README.md is made from nbs/index.ipynb, the website's home page
 readme: setup

@@ -11,6 +11,9 @@
    learner can skip (`group_of`), the course.
 3. `mkdocs build` (MkDocs, the Material theme, mkdocs-jupyter to render the notebooks, the
    theme's own search) writes the static site to `_docs/` (settings.ini `doc_path`).
+4. The formulas are typeset offline: MathJax comes from the `jupyter-server-mathjax` package (PyPI,
+   a dev requirement) and is copied into the site; every page loads it by a relative path, so the
+   site loads no script and no style sheet from another host (tests/test_site.py checks it).
 
 Open `_docs/index.html`, or serve it: `python -m http.server -d _docs`.
 """
@@ -126,7 +129,7 @@ def page_notebook(nb: dict, rel: str, cfg: dict) -> dict:
 # tests/test_site.py compares with these): the core story, the chapters that build on it, and infrastructure, the
 # short notebooks a learner can skip, each saying so at its top with this mark.
 INFRA_MARK = "**Infrastructure: skip it on a first read"
-CORE_LAST = "08_evaluate"         # the core story: from the configuration to evaluating a trained SAE
+CORE_LAST = "08a_trained_switch_sae"   # the core story: from the configuration to a trained, evaluated SAE
 GROUPS = {"core": "The core story", "further": "Further chapters", "infra": "Infrastructure you can skip"}
 GROUP_INTRO = {
     "core": "From synthetic data with known features to a trained and evaluated Switch SAE: read these first, in order.",
@@ -244,6 +247,10 @@ def nav_yaml(nav: list, indent: int = 0) -> str:
     return "\n".join(out)
 
 
+GUIDE_DIRS = ("guides", "images")      # docs/guides: the engineering pages README links to; docs/images: their figures
+GUIDE_ORDER = ("training", "speed", "expert_parallelism", "reproduction", "interop", "website")
+
+
 def layout(cfg: dict) -> list:
     "Copy the executed notebooks into _proc/site/docs and write the generated pages; returns the nav."
     if SRC.exists(): shutil.rmtree(SRC)
@@ -272,9 +279,15 @@ def layout(cfg: dict) -> list:
         (docs / path).parent.mkdir(parents=True, exist_ok=True)
         (docs / path).write_text(text)
     (docs / "extra.css").write_text(CSS)
+    guides = []
+    for sub in GUIDE_DIRS:                     # at docs/docs/...: README's links (docs/guides/x.md) hold on the site too
+        if (ROOT / "docs" / sub).exists(): shutil.copytree(ROOT / "docs" / sub, docs / "docs" / sub)
+    shutil.copytree(ROOT / "results", docs / "results")   # the committed outputs README and the guides link to
+    for g in sorted((docs / "docs" / "guides").glob("*.md"), key=lambda g: GUIDE_ORDER.index(g.stem) if g.stem in GUIDE_ORDER else 99):
+        guides.append((g.read_text().split("\n", 1)[0].lstrip("# ").strip(), f"docs/guides/{g.name}"))
     api = [("Index", "api/index.md")] + [(p.stem, f"api/{p.name}") for p in sorted((docs / "api").glob("*.md")) if p.stem != "index"]
     return ([("Home", "index.ipynb"), ("Reading order", "reading_order.md")]
-            + [(section, [(t, p) for t, p, _ in items]) for section, items in pages] + [("API reference", api)])
+            + [(section, [(t, p) for t, p, _ in items]) for section, items in pages] + [("Guides", guides), ("API reference", api)])
 
 
 def mkdocs_yml(cfg: dict, nav: list) -> str:
@@ -296,6 +309,7 @@ plugins:
       include: ["*.ipynb"]
       execute: false       # executed once by docs/execute.py (make test), kept in _proc/executed
       include_requirejs: false
+      custom_mathjax_url: {json.dumps(MATHJAX_MARK)}   # replaced by the site's own copy (`vendor_mathjax`)
       no_prompt: true      # execnb leaves no execution counts: no empty "In [ ]:"
       toc_depth: 3
       cache_dir: {json.dumps(str(ROOT / "_proc" / "mkdocs-jupyter"))}
@@ -304,6 +318,41 @@ plugins:
 nav:
 {nav_yaml(nav, 2)}
 """
+
+
+# ---------- formulas, typeset offline
+
+MATHJAX_MARK = "@MATHJAX@"          # what the notebook pages load, until `vendor_mathjax` points it at the site's copy
+MATHJAX_DIR = "assets/mathjax"
+# MathJax 2 as Jupyter ships it: TeX input, HTML-CSS output with the STIX-Web fonts (the only fonts in the package)
+MATHJAX_LOCAL = """MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web",
+                                   imageFont: null}, messageStyle: "none"});
+MathJax.Ajax.loadComplete("[MathJax]/config/local/switch_sae.js");
+"""
+
+
+def vendor_mathjax(site: Path) -> int:
+    """Copy MathJax into the site and point every page that loads it at that copy, by a path relative to the page.
+    Returns the number of pages changed."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError as e:
+        raise SystemExit("The site typesets its formulas with a local MathJax: pip install jupyter-server-mathjax "
+                         "(a dev requirement: pip install -e '.[dev]')") from e
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    dest = site / MATHJAX_DIR
+    if dest.exists(): shutil.rmtree(dest)
+    shutil.copytree(src, dest)
+    (dest / "config" / "local").mkdir(parents=True, exist_ok=True)
+    (dest / "config" / "local" / "switch_sae.js").write_text(MATHJAX_LOCAL)
+    n = 0
+    for page in site.rglob("*.html"):
+        h = page.read_text()
+        if MATHJAX_MARK not in h: continue
+        rel = os.path.relpath(dest / "MathJax.js", page.parent).replace(os.sep, "/")
+        page.write_text(h.replace(MATHJAX_MARK, f"{rel}?config=TeX-AMS-MML_HTMLorMML-full,Safe,local/switch_sae"))
+        n += 1
+    return n
 
 
 def _text(h: str) -> str:
@@ -360,6 +409,7 @@ def main(argv=None) -> int:
     if p.returncode:
         print(p.stdout, p.stderr, file=sys.stderr); return p.returncode
     fixed = fix_toc(site)
+    vendor_mathjax(site)
     warnings = [l for l in (p.stdout + p.stderr).splitlines() if "WARNING" in l]
     for w in warnings: print(w)
     n = len(list(site.rglob("*.html")))

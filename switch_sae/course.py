@@ -15,13 +15,24 @@ from .losses import lb_loss as lib_lb_loss
 from .train import make_optimizer
 from .geometry import nearest_neighbours
 from . import course_solutions
+from .course_solutions import PARAMS, SwitchParams, LibrarySwitchSAE, _course_sae, _grads_of
+from .train import Trainer
+from .data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
+from .losses import fve as lib_fve
+from . import tiny_lm
+from .lm_eval import splice_metrics
+from .geometry import duplicated_features
+_all_ = ["SwitchParams", "LibrarySwitchSAE"]   # the learner's notebooks use them
 from .sweep import flops_per_token
 
 # %% auto 0
 __all__ = ['SWITCH_MISTAKES', 'STEP_MISTAKES', 'MINE', 'CHECKED', 'solutions_enabled', 'default_device', 'show_solution',
-           'check_route', 'check_topk', 'check_switch_forward', 'check_lb_loss', 'reference_step', 'check_train_step',
-           'check_expert_top_tokens', 'check_nearest_other_expert', 'check_space_expert', 'save_mine', 'load_mine',
-           'check_group_by_expert', 'check_grouped_encode', 'check_sparse_decode_backward', 'check_encoder_flops']
+           'check_route', 'check_topk', 'check_switch_forward', 'check_act_scale_for', 'check_scaled_forward',
+           'check_lb_loss', 'check_lb_routings', 'check_gate_grad', 'check_my_sae', 'reference_step',
+           'check_train_step', 'check_my_training', 'check_fve', 'check_spliced_ce', 'check_expert_top_tokens',
+           'check_nearest_other_expert', 'check_space_expert', 'check_duplicated', 'save_mine', 'load_mine',
+           'check_group_by_expert', 'check_grouped_encode', 'check_sparse_decode_backward', 'check_encoder_flops',
+           'SwitchParams', 'LibrarySwitchSAE']
 
 # %% ../nbs/course/00_checks.ipynb
 def solutions_enabled() -> bool:
@@ -227,7 +238,59 @@ def check_switch_forward(switch_forward: Callable, device=None, seed: int = 0):
         _fail(f"x_hat differs from the Switch SAE's (largest difference {err:.3g}). Steps: route (exercise 1), "
               f"pre = (x - b_dec) @ W_enc[expert's rows].T, TopK with ReLU inside the expert (exercise 2), "
               f"x_hat = p_i * sum_j z_j W_dec[expert*M + j] + b_dec.")
+    Wr = W_router.clone().requires_grad_()
+    tracked = _call(switch_forward, "switch_forward", x, W_enc, W_dec, b_dec, Wr, b_router, k)
+    if not getattr(tracked, "requires_grad", False) or torch.autograd.grad(tracked.pow(2).sum(), Wr, allow_unused=True)[0] is None:
+        _fail("x_hat carries no gradient to W_router: the gate p_i must keep its gradient (no .detach(), .item() or "
+              "torch.no_grad()); it is the reconstruction's only path to the router.")
     _ok("switch_forward: routed expert only, TopK inside it, gate p_i, b_dec subtracted and added back.")
+
+# %% ../nbs/course/00_checks.ipynb
+def check_act_scale_for(act_scale_for: Callable, device=None, seed: int = 0):
+    "Check a learner's `act_scale_for(x [B, d]) -> float`: the s with mean ||s x||^2 = d."
+    dev = device or default_device()
+    g = torch.Generator().manual_seed(seed)
+    B, d = 64, 16
+    x = (torch.randn(B, d, generator=g) * torch.linspace(0.5, 6.0, d) + 2.0).to(dev)   # off-centre, uneven
+    got = _call(act_scale_for, "act_scale_for", x)
+    try: s = float(got)
+    except (TypeError, ValueError, RuntimeError):
+        _fail(f"act_scale_for should return one number (a float, or a tensor of one element), got {type(got).__name__}.")
+    msq = x.double().pow(2).sum(-1).mean().item()
+    want = (d / msq) ** 0.5
+    if abs(s - want) <= 1e-4 * want:
+        _ok(f"act_scale_for: s = sqrt(d / mean ||x||^2) = {want:.4g}, so that s * x has mean squared norm d = {d}."); return
+    near = lambda v: abs(s - v) <= 1e-4 * abs(v)
+    xc = x.double() - x.double().mean(0)
+    if near(1 / want): _fail("that is the inverse: s should bring the activations INTO the SAE's units, s * x with mean squared norm d.")
+    if near(want ** 2): _fail("take the square root: mean ||s x||^2 = s^2 mean ||x||^2 = d gives s = sqrt(d / mean ||x||^2).")
+    if near(d ** 0.5 / x.double().norm(dim=-1).mean().item()):
+        _fail("you divided by the mean norm: the condition is on the mean SQUARED norm, s = sqrt(d / mean ||x||^2).")
+    if near((d / xc.pow(2).sum(-1).mean().item()) ** 0.5):
+        _fail("do not centre the activations: the SAE scales x itself (b_dec takes care of the mean), s = sqrt(d / mean ||x||^2).")
+    if near((1 / msq) ** 0.5): _fail("that brings the mean squared norm to 1; the SAE's units have mean squared norm d (the width).")
+    _fail(f"act_scale_for returned {s:.5g}; the s with mean ||s x||^2 = d is {want:.5g}.")
+
+def check_scaled_forward(scaled_forward: Callable, device=None, seed: int = 0):
+    "Check a learner's `scaled_forward(x, W_enc, W_dec, b_dec, W_router, b_router, k, act_scale) -> x_hat` (raw units)."
+    dev = device or default_device()
+    x, W_enc, W_dec, b_dec, W_router, b_router = _switch_params(dev, seed)
+    s, k = 0.25, 6
+    raw = x / s                                                   # raw activations: the SAE sees s * raw = x
+    sae = _course_sae(dev, W_enc, W_dec, b_dec, W_router, b_router, k, s)
+    with torch.no_grad(): want = sae(raw)[0]
+    got = _call(scaled_forward, "scaled_forward", raw, W_enc, W_dec, b_dec, W_router, b_router, k, s)
+    if not isinstance(got, torch.Tensor) or got.shape != raw.shape:
+        _fail(f"scaled_forward should return x_hat of shape {tuple(raw.shape)}, got {getattr(got, 'shape', type(got).__name__)}.")
+    if _close(got, want): _ok("scaled_forward: scale in (x * act_scale), your switch_forward, scale out (/ act_scale)."); return
+    params = (W_enc, W_dec, b_dec, W_router, b_router, k)
+    wrong = _first_match(got, {
+        "you did not scale out: the SAE's x_hat is in its own units, divide it by act_scale.": want * s,
+        "you did not scale in: the SAE was trained on x * act_scale, multiply x by it before your switch_forward.": _switch_variant(raw, *params) / s,
+        "you did not scale at all: multiply x by act_scale on the way in, divide x_hat by it on the way out.": _switch_variant(raw, *params),
+        "scale in by multiplying (x * act_scale) and out by dividing (x_hat / act_scale), not the other way round.":
+            _switch_variant(raw / s, *params) * s})
+    _fail(wrong or "x_hat differs from switch_forward(x * act_scale, ...) / act_scale.")
 
 # %% ../nbs/course/00_checks.ipynb
 def check_lb_loss(lb_loss: Callable, device=None, seed: int = 0):
@@ -274,41 +337,167 @@ def check_lb_loss(lb_loss: Callable, device=None, seed: int = 0):
     ones = torch.zeros(B, E, device=dev); ones[:, 0] = 1
     if not _close(_call(lb_loss, "lb_loss", ones, torch.zeros(B, dtype=torch.long, device=dev)).reshape(()), torch.tensor(float(E), device=dev)):
         _fail(f"with every token sent to expert 0 with probability 1, lb_loss should be E = {E}.")
-    _ok(f"lb_loss: 1 for uniform routing, E = {E} for collapsed routing, gradient through P_i only.")
+    _ok(f"lb_loss: E * sum_i f_i P_i (1 for a uniform load, E = {E} for confident collapsed routing), gradient E f_i / B "
+        f"through P_i only.")
 
 # %% ../nbs/course/00_checks.ipynb
-def reference_step(sae, opt, x, normalize=True, lb=True, clip=True, parallel=True, zero_grad=True,
+def _routing_ok(name, routing):
+    "(probs, expert) of a valid top-1 routing, or a failure saying what is wrong."
+    if not (isinstance(routing, (tuple, list)) and len(routing) == 2):
+        _fail(f"{name} should be a pair (probs [B, E], expert [B]), got {type(routing).__name__}.")
+    probs, expert = routing
+    if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or probs.shape[1] < 2:
+        _fail(f"{name}: probs should be a [tokens, experts] tensor with at least 2 experts, got {getattr(probs, 'shape', type(probs).__name__)}.")
+    probs = probs.detach().float().cpu()
+    if not isinstance(expert, torch.Tensor) or expert.shape != probs.shape[:1] or expert.is_floating_point():
+        _fail(f"{name}: expert should be a [tokens] = [{len(probs)}] tensor of integer expert ids.")
+    expert = expert.cpu().long()
+    if (probs < 0).any() or not torch.allclose(probs.sum(-1), torch.ones(len(probs)), atol=1e-5):
+        _fail(f"{name}: each row of probs is a softmax: non-negative, summing to 1.")
+    if (probs.gather(1, expert[:, None]).squeeze(1) < probs.max(-1).values - 1e-6).any():
+        _fail(f"{name}: expert must be each token's most probable expert (top-1 routing sends a token to its argmax).")
+    return probs, expert
+
+def check_lb_routings(below_one, collapsed_near_one):
+    "Check two top-1 routings: one whose load-balancing loss is below 1, one collapsed onto one expert with a loss near 1."
+    p, e = _routing_ok("below_one", below_one)
+    lb, E = float(lib_lb_loss(p, e)), p.shape[1]
+    f = torch.bincount(e, minlength=E).float() / len(e)
+    if not lb < 1 - 1e-3:
+        _fail(f"below_one has L_lb = {lb:.4f} (f = {[round(v, 2) for v in f.tolist()]}, P = "
+              f"{[round(v, 2) for v in p.mean(0).tolist()]}). L_lb = E sum_i f_i P_i is 1 whenever f is uniform, "
+              f"whatever P is: make f uneven, and give the experts that get many tokens a small mean probability P_i "
+              f"(a token still goes to its most probable expert, but only just).")
+    p2, e2 = _routing_ok("collapsed_near_one", collapsed_near_one)
+    lb2, E2 = float(lib_lb_loss(p2, e2)), p2.shape[1]
+    if len(set(e2.tolist())) != 1:
+        _fail("collapsed_near_one should send every token to the same expert (a collapsed router).")
+    if abs(lb2 - 1) > 0.05:
+        _fail(f"collapsed_near_one has L_lb = {lb2:.3f}: with f = (1, 0, ...) the loss is E * P_i of the chosen expert; "
+              f"make the router unsure (a nearly flat softmax) and it is close to 1; it reaches E = {E2} only when the "
+              f"router is also certain.")
+    _ok(f"lb_routings: L_lb = {lb:.3f} < 1 with an uneven load, and {lb2:.3f} ~ 1 with every token on one expert. "
+        f"The value does not measure balance; the gradient dL/dP_i = E f_i is what pushes the busy experts down.")
+
+# %% ../nbs/course/00_checks.ipynb
+def check_gate_grad(gate_grad: Callable, device=None, seed: int = 0):
+    "Check a learner's `gate_grad(x, y, p, b_dec) -> [B]`: d/dp_b of sum_b ||x_b - (p_b y_b + b_dec)||^2, against autograd."
+    dev = device or default_device()
+    g = torch.Generator().manual_seed(seed)
+    B, d = 12, 8
+    x, y, b = (torch.randn(*s, generator=g).to(dev) for s in ((B, d), (B, d), (d,)))
+    p = torch.rand(B, generator=g).to(dev)
+    x[0] = 0.7 * y[0] + b                                         # token 0 is reconstructed perfectly at p = 0.7
+    p[0] = 0.7
+    pt = p.clone().requires_grad_()
+    (want,) = torch.autograd.grad((x - (pt[:, None] * y + b)).pow(2).sum(), pt)
+    got = _call(gate_grad, "gate_grad", x, y, p, b)
+    if not isinstance(got, torch.Tensor) or got.shape != (B,):
+        _fail(f"gate_grad should return one number per token, shape [{B}], got {getattr(got, 'shape', type(got).__name__)}.")
+    if _close(got, want, atol=1e-4):
+        _ok("gate_grad: -2 <x - x_hat, y>, autograd's; zero for a perfect reconstruction (token 0)."); return
+    r = x - (p[:, None] * y + b)
+    wrong = _first_match(got, {
+        "a factor 2 is missing: d/dp ||x - p y - b||^2 = -2 <x - p y - b, y>.": -(r * y).sum(-1),
+        "the sign is flipped: increasing p moves x_hat along y, which lowers the error when y points along the residual.": 2 * (r * y).sum(-1),
+        "subtract b_dec as well: the residual is x - x_hat = x - (p y + b_dec).": -2 * ((x - p[:, None] * y) * y).sum(-1),
+        "use the residual x - x_hat, not x: the gradient vanishes when the reconstruction is perfect.": -2 * (x * y).sum(-1),
+        "the loss is summed over the tokens, so each token's p gets its own term, not divided by B.": -2 * (r * y).sum(-1) / B},
+        atol=1e-4)
+    _fail(wrong or "gate_grad differs from autograd's: differentiate ||x - (p y + b_dec)||^2 with respect to p.")
+
+# %% ../nbs/course/00_checks.ipynb
+def check_my_sae(cls: Callable, device=None, seed: int = 0):
+    "Check a learner's Switch SAE module `cls(d_in, n_latents, n_experts, k, lb_alpha)` against the library's."
+    dev = device or default_device()
+    x, W_enc, W_dec, b_dec, W_router, b_router = _switch_params(dev, seed)
+    s, k, lb_alpha = 0.25, 6, 0.1
+    raw = x / s
+    (N, d), E = W_enc.shape, W_router.shape[0]
+    ref = _course_sae(dev, W_enc, W_dec, b_dec, W_router, b_router, k, s, lb_alpha)
+    try: mine = cls(d, N, E, k, lb_alpha).to(dev)
+    except Exception as e: _fail(f"{getattr(cls, '__name__', 'your class')}(d_in, n_latents, n_experts, k, lb_alpha) raised {type(e).__name__}: {e}")
+    with torch.no_grad():
+        for name in PARAMS: getattr(mine, name).copy_(getattr(ref, name))
+        mine.act_scale.fill_(s)
+    out = _call(mine, "MySwitchSAE", raw)
+    if not (isinstance(out, (tuple, list)) and len(out) == 3):
+        _fail(f"forward should return three things, (x_hat, l2, lb); it returned {type(out).__name__}.")
+    x_hat, l2, lb = out
+    with torch.no_grad(): r_hat, r_l2, r_lb = ref(raw)
+    if not isinstance(x_hat, torch.Tensor) or x_hat.shape != raw.shape:
+        _fail(f"x_hat should have the input's shape {tuple(raw.shape)}, got {getattr(x_hat, 'shape', type(x_hat).__name__)}.")
+    if not _close(x_hat, r_hat):
+        params = (W_enc, W_dec, b_dec, W_router, b_router, k)
+        wrong = _first_match(x_hat, {
+            "x_hat is in the SAE's units: scale it out (x_hat / self.act_scale).": r_hat * s,
+            "scale in: the SAE works on x * self.act_scale (exercise 4).": _switch_variant(raw, *params) / s,
+            "scale in (x * self.act_scale) and out (x_hat / self.act_scale), as in exercise 4.": _switch_variant(raw, *params)})
+        _fail(wrong or "x_hat differs from the library's: scale in, your switch_forward, scale out.")
+    for name, t in (("l2", l2), ("lb", lb)):
+        if not isinstance(t, torch.Tensor) or t.numel() != 1: _fail(f"{name} should be a scalar tensor, got {type(t).__name__}.")
+    if not _close(l2.reshape(()), r_l2):
+        wrong = _first_match(l2.detach().reshape(()), {
+            "l2 is measured in raw units: measure it in the SAE's units, between x * act_scale and x_hat before scaling out.": r_l2 / s ** 2,
+            "l2 is summed over the batch: take the mean over the tokens of ||x - x_hat||^2.": r_l2 * len(raw),
+            "l2 is averaged over the coordinates as well: sum over them, mean over the tokens.": r_l2 / d})
+        _fail(wrong or f"l2 = {float(l2):.5g}, expected {float(r_l2):.5g}: the mean over tokens of ||x s - x_hat||^2, in the SAE's units.")
+    if not _close(lb.reshape(()), r_lb):
+        _fail(f"lb = {float(lb):.5g}, expected {float(r_lb):.5g}: your lb_loss (exercise 5) of the router's probs and experts "
+              f"on the scaled activations.")
+    got, want = _grads_of(mine, raw), _grads_of(ref, raw)
+    if got["W_router"] is None or not _close(got["W_router"], want["W_router"], atol=1e-4):
+        ref.zero_grad(set_to_none=True)
+        _, _, r_lb = ref(raw); (lb_alpha * d * r_lb).backward()
+        if got["W_router"] is not None and _close(got["W_router"], ref.W_router.grad, atol=1e-4):
+            _fail("the reconstruction loss does not reach the router: the gate p_i is detached somewhere (the router "
+                  "would learn only to balance, never which expert reconstructs a token best).")
+        _fail("the router's gradient differs from the library's: the gate p_i must carry the reconstruction's gradient "
+              "and lb the load-balancing one (no .detach(), no torch.no_grad() in forward).")
+    for name in PARAMS:
+        if got[name] is None or not _close(got[name], want[name], atol=1e-4):
+            _fail(f"the gradient of {name} differs from the library's (is something detached, or computed under no_grad?).")
+    _ok("your Switch SAE: the library's x_hat, l2, lb and gradients, in and out of the SAE's units.")
+
+# %% ../nbs/course/00_checks.ipynb
+def reference_step(sae, opt, x, grad_clip: float = 1.0, normalize=True, lb=True, clip=True, parallel=True, zero_grad=True,
                    normalize_at_end=False, clip_after_parallel=False) -> float:
-    "One step of the reference recipe on `sae` (or a usual mistake: a flag changed)."
-    if normalize and not normalize_at_end: sae.set_decoder_norm_to_unit_norm()
-    out = sae(x)
-    loss = out.total if lb else out.l2
-    loss.backward()
-    if clip and not clip_after_parallel: torch.nn.utils.clip_grad_norm_(sae.parameters(), sae.cfg.grad_clip)
-    if parallel: sae.remove_gradient_parallel_to_decoder_directions()
-    if clip and clip_after_parallel: torch.nn.utils.clip_grad_norm_(sae.parameters(), sae.cfg.grad_clip)
+    "One step of the reference recipe on a course-interface `sae` (or a usual mistake: a flag changed)."
+    def unit_rows():
+        with torch.no_grad(): sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True) + torch.finfo(sae.W_dec.dtype).eps)
+    if normalize and not normalize_at_end: unit_rows()
+    _, l2, lb_ = sae(x)
+    total = l2 + sae.lb_alpha * sae.d_in * lb_
+    (total if lb else l2).backward()
+    if clip and not clip_after_parallel: torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
+    if parallel:
+        with torch.no_grad():
+            W, G = sae.W_dec, sae.W_dec.grad
+            G -= (G * W).sum(-1, keepdim=True) * W
+    if clip and clip_after_parallel: torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
     opt.step()
     if zero_grad: opt.zero_grad(set_to_none=True)
-    if normalize_at_end: sae.set_decoder_norm_to_unit_norm()
-    return out.total.item()
+    if normalize_at_end: unit_rows()
+    return total.item()
 
 STEP_MISTAKES = {
     "zero_grad": "the gradients accumulate from step to step: call opt.zero_grad() after opt.step() (or before backward).",
-    "lb": "you trained on the reconstruction loss only: backpropagate the total loss, sae(x).total = l2 + lb_alpha * d_in * lb "
+    "lb": "you trained on the reconstruction loss only: backpropagate l2 + sae.lb_alpha * sae.d_in * lb "
           "(without the load-balancing term the router collapses onto a few experts).",
     "parallel": "remove from each decoder row's gradient its component along the row (the row is a unit vector: that "
                 "component is the gradient's dot product with the row, times the row), after clipping and before opt.step().",
-    "clip": "clip the gradient norm before the update: torch.nn.utils.clip_grad_norm_(sae.parameters(), sae.cfg.grad_clip).",
-    "normalize": "renormalise the decoder rows to unit norm at the start of the step (sae.set_decoder_norm_to_unit_norm()).",
+    "clip": "clip the gradient norm before the update: torch.nn.utils.clip_grad_norm_ over all the parameters, to grad_clip.",
+    "normalize": "renormalise the decoder rows to unit norm at the start of the step, under torch.no_grad().",
     "normalize_at_end": "renormalise the decoder rows at the start of the step, before the forward pass, not after the update.",
     "clip_after_parallel": "clip the gradient norm first, then remove the parallel components (the reference order).",
 }
 
 def _step_setup(dev, seed):
-    cfg = SwitchSAEConfig(d_in=16, n_latents=64, n_experts=4, k=4, lr=3e-2, lb_alpha=3.0, grad_clip=1.0, seed=seed, device=str(dev))
+    cfg = SwitchSAEConfig(d_in=16, n_latents=64, n_experts=4, k=4, lr=3e-2, lb_alpha=0.1, grad_clip=1.0, seed=seed, device=str(dev))
     g = torch.Generator().manual_seed(seed + 1)
-    xs = [(torch.randn(64, 16, generator=g) * s + 0.5).to(dev) for s in (1.0, 4.0, 0.5, 2.0)]
-    sae = SwitchSAE(cfg)
+    xs = [(torch.randn(64, 16, generator=g) * s + 0.5).to(dev) * 8 for s in (1.0, 4.0, 0.5, 2.0)]
+    sae = LibrarySwitchSAE(cfg)
+    sae.set_act_scale_(xs[0])                                                                   # raw units != SAE units
     sae.init_biases_(xs[0])
     with torch.no_grad(): sae.W_dec.mul_(torch.linspace(0.5, 1.5, 64, device=dev)[:, None])   # rows off unit norm
     return sae, xs
@@ -339,15 +528,116 @@ def check_train_step(train_step: Callable, device=None, seed: int = 0):
             if _same_params(mine, wrong): _fail(msg)
         bad = [n for (n, p), q in zip(mine.named_parameters(), ref.parameters()) if not _close(p, q, atol=1e-5)]
         _fail(f"after 4 steps the parameters {bad} differ from the reference recipe's. The step: normalise decoder rows; "
-              f"loss = sae(x).total; backward; clip grad norm to cfg.grad_clip; remove the decoder gradients' parallel "
-              f"components; opt.step(); opt.zero_grad().")
+              f"x_hat, l2, lb = sae(x); loss = l2 + lb_alpha * d_in * lb; backward; clip the gradient norm to grad_clip; "
+              f"remove the decoder gradients' parallel components; opt.step(); opt.zero_grad().")
     for i, (l, r) in enumerate(zip(losses, ref_losses)):
         try: v = float(l)
         except (TypeError, ValueError): _fail(f"train_step should return the loss as a number, got {type(l).__name__}.")
         if abs(v - r) > 1e-4 * max(1, abs(r)):
             _fail(f"step {i}: train_step returned {v:.6g}, but the total loss of that step (before the update) is {r:.6g}: "
-                  f"return sae(x).total (as a float, .item()).")
+                  f"return l2 + lb_alpha * d_in * lb (as a float, .item()).")
     _ok("train_step: normalise, total loss, backward, clip, remove parallel gradients, step, zero the gradients.")
+
+# %% ../nbs/course/00_checks.ipynb
+def check_my_training(cls: Callable, train: Callable, device=None, steps: int = 300, seed: int = 0) -> dict:
+    """Train the learner's module `cls` with their `train(sae, batches, steps, lr)` and the library's `SwitchSAE` with
+    its `Trainer`, on the same synthetic batches; compare feature recovery, routing purity, expert load and FVE."""
+    dev = device or default_device()
+    d, N, E, k, bs, lr, gain = 32, 256, 8, 4, 512, 3e-3, 10.0
+    data = SyntheticData(SyntheticConfig(d_in=d, n_clusters=E, features_per_cluster=16, seed=seed, gain=gain), device=dev)
+    cfg = SwitchSAEConfig(d_in=d, n_latents=N, n_experts=E, k=k, lr=lr, steps=steps, batch_size=bs, decay_frac=0.0,
+                          seed=seed, device=str(dev), log_every=steps)
+    tr = Trainer(cfg)
+    for x in data.batches(bs, seed=1, n_batches=steps): tr.train_step(x)
+    mine = cls(d, N, E, k, cfg.lb_alpha, seed).to(dev)
+    _call(train, "train_my_sae", mine, data.batches(bs, seed=1), steps, lr)
+    x, cluster, _ = data.batch(4096, 3, 0)
+    def measure(sae):
+        with torch.no_grad():
+            x_hat = sae(x)[0]
+            expert = lib_route(x * sae.act_scale, sae.W_router, sae.b_router).expert
+        load = torch.bincount(expert, minlength=E).float() / len(x)
+        return dict(recovery=feature_recovery(sae.W_dec, data.features), purity=routing_purity(expert, cluster),
+                    max_load=load.max().item() * E, fve=float(1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()),
+                    load=load.tolist())
+    lib = LibrarySwitchSAE(cfg).to(dev); lib.load_state_dict(tr.model.state_dict())
+    m, r = measure(mine), measure(lib)
+    print(f"{'':16}{'yours':>8}{'library':>9}\n" + "\n".join(f"{n:16}{m[n]:8.3f}{r[n]:9.3f}" for n in
+          ("recovery", "purity", "max_load", "fve")) + "   (max_load: largest expert's share x E, 1 = even)")
+    if abs(float(mine.act_scale) / float(tr.model.act_scale) - 1) > 1e-3:
+        _fail(f"act_scale is {float(mine.act_scale):.4g}, but these activations need {float(tr.model.act_scale):.4g}: set it from the "
+              f"first batch with your act_scale_for (exercise 4), before the biases.")
+    if m["max_load"] > r["max_load"] + 0.3:
+        _fail(f"routing collapsed: your busiest expert gets {m['max_load']:.2f} times its even share 1/E of the "
+              f"tokens (the library's: {r['max_load']:.2f}). The load-balancing term is missing from the loss your step backpropagates, or "
+              f"carries no gradient: loss = l2 + lb_alpha * d_in * lb (exercises 5 and 9).")
+    if m["purity"] < r["purity"] - 0.1:
+        mine.zero_grad(set_to_none=True)
+        mine(x[:256])[1].backward()
+        gr = mine.W_router.grad
+        mine.zero_grad(set_to_none=True)
+        if gr is None or float(gr.abs().max()) == 0:
+            _fail(f"the router did not learn the clusters (purity {m['purity']:.2f}, the library's {r['purity']:.2f}): "
+                  f"the reconstruction loss l2 has no gradient with respect to W_router, so the gate p_i is detached "
+                  f"somewhere. The gate is the only path from the reconstruction to the router.")
+        _fail(f"the router did not learn the clusters: purity {m['purity']:.2f}, the library's {r['purity']:.2f} "
+              f"Check the biases' initialisation and the gate.")
+    if m["recovery"] < r["recovery"] - 0.05 or m["fve"] < r["fve"] - 0.05:
+        _fail(f"your SAE learned less: feature recovery {m['recovery']:.3f} (library {r['recovery']:.3f}), FVE "
+              f"{m['fve']:.3f} (library {r['fve']:.3f}). Check the step (exercise 9) and that b_dec and b_router start "
+              f"at the geometric median of the first batch, in the SAE's units.")
+    _ok("your Switch SAE, trained with your step, recovers the features, routes the clusters and balances the load "
+        "as the library's does.")
+    return dict(yours=m, library=r)
+
+# %% ../nbs/course/00_checks.ipynb
+def check_fve(fve: Callable, device=None, seed: int = 0):
+    "Check a learner's `fve(x, x_hat) -> scalar`, the fraction of variance explained."
+    dev = device or default_device()
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(256, 8, generator=g) * torch.linspace(0.3, 3.0, 8) + 4.0).to(dev)   # off-centre, uneven
+    x_hat = x + 0.5 * torch.randn(256, 8, generator=g).to(dev)
+    got = _call(fve, "fve", x, x_hat)
+    try: v = float(got)
+    except (TypeError, ValueError, RuntimeError): _fail(f"fve should return one number, got {type(got).__name__}.")
+    want = float(lib_fve(x, x_hat))
+    if abs(v - want) < 1e-4: _ok(f"fve: 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 = {want:.4f}."); return
+    sse, sst = (x - x_hat).pow(2).sum(), (x - x.mean(0)).pow(2).sum()
+    near = lambda w: abs(v - float(w)) < 1e-4
+    if near(1 - sse / x.pow(2).sum()):
+        _fail("you divided by sum ||x||^2: the variance is the spread around the mean, sum ||x - mean(x)||^2 "
+              "(here the activations are far from 0, so that FVE is flattering).")
+    if near(sse / sst): _fail("that is the fraction left unexplained: FVE = 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2.")
+    if near(1 - ((x - x_hat).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean()):
+        _fail("you averaged one FVE per coordinate: sum the squared errors over everything first, then divide.")
+    if near(1 - sse / (x_hat - x_hat.mean(0)).pow(2).sum()): _fail("the variance is that of x, not of x_hat.")
+    _fail(f"fve returned {v:.5g}, expected {want:.5g} = 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2.")
+
+def check_spliced_ce(spliced_ce: Callable, lm=None, tokens=None, hook: str = "blocks.1.hook_resid_pre"):
+    "Check a learner's `spliced_ce(lm, tokens, hook, reconstruct) -> float` against `splice_metrics` (`12_lm_eval`)."
+    lm = lm if lm is not None else tiny_lm.load()
+    if tokens is None: tokens = tiny_lm.contexts(tiny_lm.corpus_tokens("heldout"), 64)[:4]
+    tokens = tokens.to(next(lm.parameters()).device)
+    half = lambda a: 0.5 * a
+    def get(rec):
+        v = _call(spliced_ce, "spliced_ce", lm, tokens, hook, rec)
+        try: return float(v)
+        except (TypeError, ValueError, RuntimeError): _fail(f"spliced_ce should return one number, got {type(v).__name__}.")
+    got, want = get(half), splice_metrics(lm, tokens, hook, half)["ce_sae"]
+    if abs(got - want) > 1e-3 * max(1.0, abs(want)):
+        near = lambda w: abs(got - w) <= 1e-3 * max(1.0, abs(w))
+        if near(splice_metrics(lm, tokens, hook, half, skip_first=0)["ce_sae"]):
+            _fail("you replaced the BOS position too: keep act[:, 0] (the SAE never saw the BOS token's activation), "
+                  "replace act[:, 1:].")
+        n = tokens.shape[0] * (tokens.shape[1] - 1)
+        if near(want * n): _fail("average the cross-entropy over the predicted positions, do not sum it.")
+        _fail(f"spliced_ce returned {got:.5g}, expected {want:.5g}: the mean over positions t of -log p(token t+1) from "
+              f"the logits at t, with the activation at {hook} replaced from position 1 on.")
+    clean = splice_metrics(lm, tokens, hook, lambda a: a)["ce_clean"]
+    if abs(get(lambda a: a) - clean) > 1e-3 * max(1.0, clean):
+        _fail("with reconstruct = identity, spliced_ce should give the clean loss; does your hook return the activation?")
+    _ok(f"spliced_ce: {got:.4f} with the activation halved (clean {clean:.4f}).")
+
 
 # %% ../nbs/course/00_checks.ipynb
 def check_expert_top_tokens(expert_top_tokens: Callable, inspector, n: int = 5):
@@ -408,6 +698,20 @@ def check_space_expert(answer, inspector):
               f"Look at the share next to ' ' in each expert's favourite tokens.")
     _ok(f"expert {want} gets {float(share[want]):.0%} of the spaces.")
 
+def check_duplicated(answer, inspector, threshold: float = 0.9):
+    "Check the learner's count of the latents that have a copy (cosine >= threshold) in another expert."
+    W, E = inspector.sae.W_dec.detach().cpu(), inspector.E
+    dup = duplicated_features(W, E, threshold)
+    if answer is None: _fail("set N_DUPLICATED to your count: your nearest_other_expert over every latent.")
+    if int(answer) == dup["n_duplicated"]:
+        _ok(f"{dup['n_duplicated']} of the {W.shape[0]} latents ({dup['frac_duplicated']:.1%}) have a copy in another "
+            f"expert, in {dup['n_pairs']} pairs."); return
+    if int(answer) == dup["n_pairs"]: _fail("that is the number of pairs; count the latents that have a copy.")
+    U = W / W.norm(dim=-1, keepdim=True); C = U @ U.T; C.fill_diagonal_(-2)
+    if int(answer) == int((C.max(1).values >= threshold).sum()):
+        _fail("you counted copies inside the latent's own expert too: only other experts count.")
+    _fail(f"{int(answer)} is not the count: for each latent, is its nearest other-expert neighbour's cosine >= {threshold}?")
+
 # %% ../nbs/course/00_checks.ipynb
 MINE = "my_course_functions.py"
 
@@ -420,7 +724,8 @@ def save_mine(*fns: Callable, solutions: bool = False, path: str = MINE, device=
     for fn in fns:
         name = getattr(fn, "__name__", "")
         check = globals().get(f"check_{name}")
-        if check is None: raise ValueError(f"no exercise is called {name!r}: save the functions of the exercises ({', '.join(CHECKED)}).")
+        if check is None or name not in CHECKED:
+            raise ValueError(f"no exercise is called {name!r}: save the functions of the exercises ({', '.join(CHECKED)}).")
         check(fn, device=device)
         try: saved[name] = inspect.getsource(fn)
         except (OSError, TypeError) as e:
@@ -432,7 +737,8 @@ def save_mine(*fns: Callable, solutions: bool = False, path: str = MINE, device=
 
 _MINE_HEAD = ("# Your functions from the course notebooks, written by save_mine() after their checks passed.\n"
               "import torch\nimport torch.nn.functional as F\n\n")
-CHECKED = ("route", "topk", "switch_forward", "lb_loss", "group_by_expert", "grouped_encode", "sparse_decode_backward")
+CHECKED = ("route", "topk", "switch_forward", "act_scale_for", "scaled_forward", "lb_loss", "gate_grad", "fve",
+           "group_by_expert", "grouped_encode", "sparse_decode_backward")
 
 def _read_mine(path) -> dict:
     "The functions saved in `path`, name -> source, in the order they were saved."
@@ -449,7 +755,9 @@ def load_mine(*names: str, solutions: bool = False, path: str = MINE):
         saved = _read_mine(path)
         missing = [n for n in names if n not in saved]
         if missing:
-            where = {"route": "01_router_and_topk", "topk": "01_router_and_topk", "group_by_expert": "05_making_it_fast"}
+            where = {"route": "01_router_and_topk", "topk": "01_router_and_topk", "switch_forward": "02_switch_forward",
+                     "act_scale_for": "02_switch_forward", "scaled_forward": "02_switch_forward",
+                     "lb_loss": "03_losses_and_gradients", "gate_grad": "03_losses_and_gradients"}
             raise FileNotFoundError(
                 f"{', '.join(missing)} not found in {os.path.abspath(path)}: run the last cell of "
                 f"{' and '.join(sorted({where.get(n, 'its notebook') for n in missing}))} (save_mine(...)), which saves your "

@@ -5,10 +5,56 @@
 # %% ../nbs/course/99_solutions.ipynb 3
 from __future__ import annotations
 import torch
+import torch.nn.functional as F
+from .topk import geometric_median
 
 # %% auto 0
-__all__ = ['route', 'topk', 'switch_forward', 'lb_loss', 'train_step', 'group_by_expert', 'grouped_encode',
-           'sparse_decode_backward', 'encoder_flops', 'expert_top_tokens', 'nearest_other_expert', 'space_expert']
+__all__ = ['PARAMS', 'SwitchParams', 'LibrarySwitchSAE', 'route', 'topk', 'switch_forward', 'act_scale_for', 'scaled_forward',
+           'lb_loss', 'lb_routings', 'gate_grad', 'MySwitchSAE', 'train_step', 'train_my_sae', 'fve', 'spliced_ce',
+           'expert_top_tokens', 'nearest_other_expert', 'space_expert', 'n_duplicated', 'group_by_expert',
+           'grouped_encode', 'sparse_decode_backward', 'encoder_flops']
+
+# %% ../nbs/course/99_solutions.ipynb
+from .config import SwitchSAEConfig
+from .switch import SwitchSAE
+
+PARAMS = ("W_enc", "W_dec", "b_dec", "W_router", "b_router")
+
+class SwitchParams(torch.nn.Module):
+    "The parameters of a Switch SAE, initialised as the library's `SwitchSAE` of the same seed; `forward` is yours."
+    def __init__(self, d_in: int, n_latents: int, n_experts: int, k: int, lb_alpha: float = 0.1, seed: int = 0):
+        super().__init__()
+        lib = SwitchSAE(SwitchSAEConfig(d_in=d_in, n_latents=n_latents, n_experts=n_experts, k=k, lb_alpha=lb_alpha,
+                                        seed=seed, device="cpu"))
+        for name in PARAMS: setattr(self, name, torch.nn.Parameter(getattr(lib, name).detach().clone()))
+        self.register_buffer("act_scale", torch.ones(()))   # raw activations * act_scale = the SAE's units
+        self.d_in, self.n_latents, self.n_experts, self.k, self.lb_alpha = d_in, n_latents, n_experts, k, lb_alpha
+
+class LibrarySwitchSAE(SwitchSAE):
+    "The library's `SwitchSAE` behind the course's interface: `forward(x) -> (x_hat, l2, lb)`; `d_in`, `k`, `lb_alpha`."
+    d_in = property(lambda self: self.cfg.d_in)
+    k = property(lambda self: self.cfg.k)
+    lb_alpha = property(lambda self: self.cfg.lb_alpha)
+    def forward(self, x):
+        out = SwitchSAE.forward(self, x)
+        return out.x_hat, out.l2, out.lb
+
+def _course_sae(dev, W_enc, W_dec, b_dec, W_router, b_router, k, act_scale=1.0, lb_alpha=0.1):
+    "A `LibrarySwitchSAE` holding these weights."
+    (N, d), E = W_enc.shape, W_router.shape[0]
+    sae = LibrarySwitchSAE(SwitchSAEConfig(d_in=d, n_latents=N, n_experts=E, k=k, lb_alpha=lb_alpha, device=str(dev)))
+    with torch.no_grad():
+        for name, v in zip(PARAMS, (W_enc, W_dec, b_dec, W_router, b_router)): getattr(sae, name).copy_(v)
+        sae.act_scale.fill_(act_scale)
+    return sae
+
+def _grads_of(model, x):
+    "Each parameter's gradient of the course's training loss l2 + lb_alpha * d_in * lb."
+    model.zero_grad(set_to_none=True)
+    _, l2, lb = model(x)
+    (l2 + model.lb_alpha * model.d_in * lb).backward()
+    return {n: (None if getattr(model, n).grad is None else getattr(model, n).grad.clone()) for n in PARAMS}
+
 
 # %% ../nbs/course/99_solutions.ipynb
 def route(x, W_router, b_router):
@@ -39,6 +85,15 @@ def switch_forward(x, W_enc, W_dec, b_dec, W_router, b_router, k):
     return gate[:, None] * out + b_dec
 
 # %% ../nbs/course/99_solutions.ipynb
+def act_scale_for(x):
+    "The factor s with mean ||s x||^2 = d over the batch x [B, d]."
+    return (x.shape[-1] / x.pow(2).sum(dim=-1).mean()).sqrt().item()
+
+def scaled_forward(x, W_enc, W_dec, b_dec, W_router, b_router, k, act_scale):
+    "x_hat in raw units of an SAE trained on x * act_scale."
+    return switch_forward(x * act_scale, W_enc, W_dec, b_dec, W_router, b_router, k) / act_scale
+
+# %% ../nbs/course/99_solutions.ipynb
 def lb_loss(router_probs, expert):
     "Switch Transformer load-balancing loss E * sum_i f_i P_i."
     E = router_probs.shape[-1]
@@ -47,19 +102,112 @@ def lb_loss(router_probs, expert):
     return E * (f * P).sum()
 
 # %% ../nbs/course/99_solutions.ipynb
-def train_step(sae, opt, x):
+def lb_routings(n_experts=8, n_tokens=100):
+    "(below_one, collapsed_near_one): two top-1 routings (probs [B, E], expert [B]), with L_lb < 1 and collapsed with L_lb ~ 1."
+    B = n_tokens
+    probs = torch.zeros(B, 2)                                       # two experts
+    busy = int(0.9 * B)                                             # 90% of the tokens to expert 0, barely
+    probs[:busy, 0], probs[:busy, 1] = 0.51, 0.49
+    probs[busy:, 1] = 1.0                                           # the rest to expert 1, confidently
+    below_one = (probs, probs.argmax(-1))
+    E = n_experts
+    flat = torch.full((B, E), (1 - 1 / E - 0.001) / (E - 1))        # nearly uniform ...
+    flat[:, 0] = 1 / E + 0.001                                      # ... with expert 0 a hair ahead
+    collapsed = (flat, flat.argmax(-1))
+    return below_one, collapsed
+
+# %% ../nbs/course/99_solutions.ipynb
+def gate_grad(x, y, p, b_dec):
+    "d/dp_b of sum_b ||x_b - (p_b y_b + b_dec)||^2, for x, y [B, d], p [B], b_dec [d] -> [B]."
+    residual = x - (p[:, None] * y + b_dec)
+    return -2 * (residual * y).sum(-1)
+
+# %% ../nbs/course/99_solutions.ipynb
+class MySwitchSAE(SwitchParams):
+    "The course's Switch SAE, from the functions of exercises 1-5."
+    def forward(self, x):
+        "x [B, d] raw -> (x_hat [B, d] raw, l2, lb), the losses in the SAE's units."
+        xs = x * self.act_scale                                                      # scale in
+        probs, expert, gate = route(xs, self.W_router, self.b_router)
+        x_hat = switch_forward(xs, self.W_enc, self.W_dec, self.b_dec, self.W_router, self.b_router, self.k)
+        l2 = (xs - x_hat).pow(2).sum(dim=-1).mean()
+        return x_hat / self.act_scale, l2, lb_loss(probs, expert)                    # scale out
+
+# %% ../nbs/course/99_solutions.ipynb
+def train_step(sae, opt, x, grad_clip=1.0):
     "One step of the reference recipe; returns the total loss before the update."
     with torch.no_grad():                                                   # 1. unit-norm decoder rows
         sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True) + torch.finfo(sae.W_dec.dtype).eps)
-    out = sae(x)                                                            # 2. forward: l2 + alpha * d * lb
-    out.total.backward()
-    torch.nn.utils.clip_grad_norm_(sae.parameters(), sae.cfg.grad_clip)    # 3. clip the gradient norm
+    x_hat, l2, lb = sae(x)                                                  # 2. forward
+    loss = l2 + sae.lb_alpha * sae.d_in * lb
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)            # 3. clip the gradient norm
     with torch.no_grad():                                                   # 4. remove the parallel component
         W, G = sae.W_dec, sae.W_dec.grad
         G -= (G * W).sum(-1, keepdim=True) * W
     opt.step()                                                              # 5. update, and start clean
     opt.zero_grad(set_to_none=True)
-    return out.total.item()
+    return loss.item()
+
+# %% ../nbs/course/99_solutions.ipynb
+def train_my_sae(sae, batches, steps, lr):
+    "Train `sae` for `steps` steps on the batches of the iterator `batches` with Adam at `lr`; returns it."
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    for step in range(steps):
+        x = next(batches)
+        if step == 0:
+            with torch.no_grad():
+                sae.act_scale.fill_(act_scale_for(x))
+                median = geometric_median(x * sae.act_scale)
+                sae.b_dec.copy_(median); sae.b_router.copy_(median)
+        train_step(sae, opt, x)
+    return sae
+
+# %% ../nbs/course/99_solutions.ipynb
+def fve(x, x_hat):
+    "Fraction of variance explained, over a batch x, x_hat [B, d]."
+    unexplained = (x - x_hat).pow(2).sum()
+    total = (x - x.mean(dim=0)).pow(2).sum()
+    return 1 - unexplained / total
+
+# %% ../nbs/course/99_solutions.ipynb
+@torch.no_grad()
+def spliced_ce(lm, tokens, hook, reconstruct):
+    "Mean next-token cross-entropy of `lm` on tokens [n, T] with the activation at `hook` replaced (BOS kept)."
+    def splice(act, hook=None):
+        tail = act[:, 1:]
+        new = reconstruct(tail.reshape(-1, tail.shape[-1])).reshape(tail.shape)
+        return torch.cat([act[:, :1], new.to(act.dtype)], dim=1)
+    logits = lm.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(hook, splice)])
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -logp.gather(-1, tokens[:, 1:, None]).mean().item()
+
+# %% ../nbs/course/99_solutions.ipynb
+def expert_top_tokens(tokens, expert, e, n=5):
+    "The `n` tokens routed to expert `e` most often, as (token id, count), most frequent first."
+    counts = torch.bincount(tokens[expert == e].flatten())
+    c, t = counts.topk(min(n, len(counts)))
+    return [(int(ti), int(ci)) for ti, ci in zip(t, c) if ci > 0]
+
+def nearest_other_expert(W_dec, n_experts, latent, n=5):
+    "The `n` decoder rows of other experts most similar (cosine) to `latent`'s, as (latent id, cosine)."
+    U = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    M = U.shape[0] // n_experts
+    cos = U @ U[latent]
+    e = latent // M
+    cos[e * M:(e + 1) * M] = -2                                   # not its own expert
+    c, j = cos.topk(n)
+    return [(int(ji), float(ci)) for ji, ci in zip(j, c)]
+
+# %% ../nbs/course/99_solutions.ipynb
+def space_expert(inspector):
+    "The expert that gets the largest share of the space characters of the inspector's sample."
+    space = inspector.lm.encode(" ")[0]
+    return int(inspector.token_expert[:, space].argmax())
+
+def n_duplicated(W_dec, n_experts, threshold=0.9):
+    "How many latents have a decoder row with cosine >= threshold in another expert."
+    return sum(nearest_other_expert(W_dec, n_experts, j, n=1)[0][1] >= threshold for j in range(W_dec.shape[0]))
 
 # %% ../nbs/course/99_solutions.ipynb
 def group_by_expert(expert, n_experts):
@@ -96,26 +244,3 @@ def sparse_decode_backward(grad, acts, idx, W_dec):
 def encoder_flops(d, N, E):
     "Forward encoder FLOPs per token (a multiply-add is 2): (dense TopK SAE, Switch SAE with its router)."
     return 2 * N * d, 2 * E * d + 2 * (N // E) * d
-
-# %% ../nbs/course/99_solutions.ipynb
-def expert_top_tokens(tokens, expert, e, n=5):
-    "The `n` tokens routed to expert `e` most often, as (token id, count), most frequent first."
-    counts = torch.bincount(tokens[expert == e].flatten())
-    c, t = counts.topk(min(n, len(counts)))
-    return [(int(ti), int(ci)) for ti, ci in zip(t, c) if ci > 0]
-
-def nearest_other_expert(W_dec, n_experts, latent, n=5):
-    "The `n` decoder rows of other experts most similar (cosine) to `latent`'s, as (latent id, cosine)."
-    U = W_dec / W_dec.norm(dim=-1, keepdim=True)
-    M = U.shape[0] // n_experts
-    cos = U @ U[latent]
-    e = latent // M
-    cos[e * M:(e + 1) * M] = -2                                   # not its own expert
-    c, j = cos.topk(n)
-    return [(int(ji), float(ci)) for ji, ci in zip(j, c)]
-
-# %% ../nbs/course/99_solutions.ipynb
-def space_expert(inspector):
-    "The expert that gets the largest share of the space characters of the inspector's sample."
-    space = inspector.lm.encode(" ")[0]
-    return int(inspector.token_expert[:, space].argmax())

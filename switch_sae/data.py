@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Optional
-import torch
+import itertools, torch
 
 # %% auto 0
 __all__ = ['SyntheticConfig', 'make_features', 'SyntheticData', 'feature_recovery', 'routing_purity']
@@ -25,22 +25,10 @@ class SyntheticConfig:
     seed: int = 0                  # seeds the feature directions
     gain: float = 1.0              # multiplies every activation, noise included: the data's units (scale-free tests)
 
-    def __post_init__(self):
-        if self.n_clusters > self.d_in:
-            raise ValueError(f"n_clusters ({self.n_clusters}) must be <= d_in ({self.d_in}): anchor directions are orthogonal.")
-        if not 1 <= self.n_active <= self.features_per_cluster:
-            raise ValueError(f"n_active ({self.n_active}) must lie in [1, features_per_cluster={self.features_per_cluster}].")
-        if self.anchor < 0 or self.noise < 0 or self.scale <= 0 or not self.gain > 0:
-            raise ValueError(f"anchor and noise must be >= 0, scale and gain > 0, got {self.anchor}, {self.noise}, "
-                             f"{self.scale}, {self.gain}.")
-
-    @property
-    def per_cluster(self) -> int:
-        "Features of one cluster: its anchor (if any) and its sparse features."
-        return self.features_per_cluster + (self.anchor > 0)
-
-    @property
-    def n_features(self) -> int: return self.n_clusters * self.per_cluster
+    def __post_init__(self): self.validate()
+    def validate(self): pass   # 01a_data_checks replaces it with checks that name the problem and the fix
+    per_cluster = property(lambda self: self.features_per_cluster + (self.anchor > 0))   # features of a cluster: anchor and sparse ones
+    n_features = property(lambda self: self.n_clusters * self.per_cluster)
 
 # %% ../nbs/01_data.ipynb
 def make_features(cfg: SyntheticConfig) -> torch.Tensor:
@@ -60,7 +48,6 @@ class SyntheticData:
         self.cfg = cfg or SyntheticConfig()
         self.features = make_features(self.cfg)
         self.device, self.dtype = torch.device(device), dtype
-
     def sample(self, n: int, generator: torch.Generator):
         "Returns `(x [n, d_in], cluster [n], coeffs [n, n_features])`."
         c = self.cfg
@@ -70,21 +57,16 @@ class SyntheticData:
         first = cluster[:, None] * c.per_cluster + (c.anchor > 0)
         coeffs = torch.zeros(n, c.n_features)
         coeffs.scatter_(1, first + pick, c.scale * (0.5 + torch.rand(n, c.n_active, generator=generator)))
-        if c.anchor > 0:
-            coeffs.scatter_(1, first - 1, c.scale * c.anchor * (0.5 + torch.rand(n, 1, generator=generator)))
+        if c.anchor > 0: coeffs.scatter_(1, first - 1, c.scale * c.anchor * (0.5 + torch.rand(n, 1, generator=generator)))
         x = (coeffs @ self.features + c.noise * torch.randn(n, c.d_in, generator=generator)) * c.gain
         return x.to(self.device, self.dtype), cluster.to(self.device), coeffs
-
     def batch(self, batch_size: int, seed: int, index: int):
         "Batch number `index` of the stream `seed`: `(x, cluster, coeffs)`, computable in any order."
         return self.sample(batch_size, torch.Generator().manual_seed(seed * 1_000_003 + index))
-
     def batches(self, batch_size: int, seed: int = 1, start: int = 0, n_batches: Optional[int] = None) -> Iterator[torch.Tensor]:
         "A stream of activation batches from batch number `start` on, endless or `n_batches` long."
-        i = start
-        while n_batches is None or i < start + n_batches:
+        for i in itertools.count(start) if n_batches is None else range(start, start + n_batches):
             yield self.batch(batch_size, seed, i)[0]
-            i += 1
 
 # %% ../nbs/01_data.ipynb
 def feature_recovery(W_dec: torch.Tensor, features: torch.Tensor) -> float:
@@ -92,11 +74,23 @@ def feature_recovery(W_dec: torch.Tensor, features: torch.Tensor) -> float:
     W = W_dec.detach().float().cpu()
     W = W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return (features.float() @ W.T).max(dim=-1).values.mean().item()
-
 def routing_purity(expert: torch.Tensor, cluster: torch.Tensor) -> float:
     "Fraction of samples whose expert is the majority expert of their cluster."
     expert, cluster = expert.cpu().long(), cluster.cpu().long()
-    n_e = int(expert.max()) + 1
-    counts = torch.zeros(int(cluster.max()) + 1, n_e, dtype=torch.long)
+    counts = torch.zeros(int(cluster.max()) + 1, int(expert.max()) + 1, dtype=torch.long)
     counts.index_put_((cluster, expert), torch.ones_like(expert), accumulate=True)
     return (counts.max(dim=1).values.sum() / len(expert)).item()
+
+# %% ../nbs/01a_data_checks.ipynb 3
+from fastcore.basics import patch
+
+@patch
+def validate(self: SyntheticConfig):
+    "Raise `ValueError` for parameters that cannot make data, naming the problem."
+    if self.n_clusters > self.d_in:
+        raise ValueError(f"n_clusters ({self.n_clusters}) must be <= d_in ({self.d_in}): anchor directions are orthogonal.")
+    if not 1 <= self.n_active <= self.features_per_cluster:
+        raise ValueError(f"n_active ({self.n_active}) must lie in [1, features_per_cluster={self.features_per_cluster}].")
+    if self.anchor < 0 or self.noise < 0 or self.scale <= 0 or not self.gain > 0:
+        raise ValueError(f"anchor and noise must be >= 0, scale and gain > 0, got {self.anchor}, {self.noise}, "
+                         f"{self.scale}, {self.gain}.")

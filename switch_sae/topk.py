@@ -9,27 +9,17 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastcore.basics import patch
 from .config import SwitchSAEConfig
 from .losses import l2_loss, total_loss
 
 # %% auto 0
-__all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'SAEBase', 'scale_for', 'TopKSAE']
+__all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'scale_for', 'SAEBase', 'TopKSAE']
 
 # %% ../nbs/03_topk.ipynb
 class EncoderOutput(NamedTuple):
-    top_acts: torch.Tensor      # [B, k] values of the active latents (router scale included)
-    top_indices: torch.Tensor   # [B, k] their global latent indices in [0, n_latents)
-    expert: torch.Tensor        # [B] the expert each token was routed to (0 for a dense SAE)
-    router_probs: torch.Tensor  # [B, E] router probabilities (ones [B, 1] for a dense SAE)
-    aux: Optional[tuple] = None # AuxK (08b): (acts [B, k_aux], indices, loss scale) of dead latents, when asked for
-
-class SAEOutput(NamedTuple):
-    x_hat: torch.Tensor         # reconstruction, same shape as the input
-    l2: torch.Tensor            # reconstruction loss
-    lb: torch.Tensor            # load-balancing loss (0 for a dense SAE)
-    total: torch.Tensor         # l2 + lb_alpha * d_in * lb (+ auxk_alpha * AuxK, 08b)
-    enc: EncoderOutput          # what the encoder chose (flattened to [B, ...])
+    top_acts: torch.Tensor; top_indices: torch.Tensor; expert: torch.Tensor; router_probs: torch.Tensor
+    aux: Optional[tuple] = None   # AuxK (08b): the dead latents' codes, when the trainer asks for them
+class SAEOutput(NamedTuple): x_hat: torch.Tensor; l2: torch.Tensor; lb: torch.Tensor; total: torch.Tensor; enc: EncoderOutput
 
 # %% ../nbs/03_topk.ipynb
 @torch.no_grad()
@@ -44,13 +34,18 @@ def geometric_median(points: torch.Tensor, max_iter: int = 100, tol: float = 1e-
     return guess
 
 # %% ../nbs/03_topk.ipynb
+def scale_for(mean_sq_norm: float, d_in: int) -> float:
+    "The factor that brings activations of mean squared norm `mean_sq_norm` to mean squared norm `d_in`."
+    if not math.isfinite(mean_sq_norm) or mean_sq_norm <= 0:
+        raise ValueError(f"cannot normalise activations whose mean squared norm is {mean_sq_norm}: the batch is all "
+                         f"zeros or holds NaN/Inf. Check the activation source, or train with normalize=False.")
+    return math.sqrt(d_in / mean_sq_norm)
+
 class SAEBase(nn.Module):
-    "What every SAE here shares: decoder, `b_dec`, input checks, sparse decode, forward and losses."
+    "What every SAE here shares: decoder, `b_dec`, the scale factor, sparse decode, forward and losses."
     def __init__(self, cfg: SwitchSAEConfig):
         super().__init__()
-        self.cfg = cfg
-        g = torch.Generator().manual_seed(cfg.seed)
-        N, d = cfg.n_latents, cfg.d_in
+        self.cfg, g, N, d = cfg, torch.Generator().manual_seed(cfg.seed), cfg.n_latents, cfg.d_in
         kw = dict(device=cfg.torch_device, dtype=cfg.torch_dtype)
         W_enc = (torch.rand(N, d, generator=g, dtype=torch.float64) * 2 - 1) / math.sqrt(d)
         self._gen = g  # subclasses draw their remaining parameters from the same stream
@@ -59,29 +54,67 @@ class SAEBase(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d, **kw))
         self.register_buffer("act_scale", torch.ones((), **kw))   # raw activations x this = the SAE's units
         self.set_decoder_norm_to_unit_norm()
-
     @property
     def n_experts(self) -> int: return 1
-
+    # scale in, scale out: the SAE computes in its own units, takes and returns raw activations
+    def check_input(self, x) -> torch.Tensor: return x.reshape(-1, self.cfg.d_in)   # [tokens, d_in]; 03a_input_checks adds checks
+    def scale_in(self, x) -> torch.Tensor: return self.check_input(x) * self.act_scale
+    def encode(self, x) -> EncoderOutput: return self.encode_scaled(self.scale_in(x))   # encode_scaled: each architecture's own
+    def decode(self, top_acts, top_indices) -> torch.Tensor: return self.decode_scaled(top_acts, top_indices) / self.act_scale
+    @torch.no_grad()
+    def set_act_scale_(self, x: torch.Tensor) -> float:
+        "Choose `act_scale` so that the raw activations `x` have mean squared norm `d_in` in the SAE's units; returns it."
+        s = scale_for(self.check_input(x).double().pow(2).sum(-1).mean().item(), self.cfg.d_in)
+        self.act_scale.fill_(s)
+        return s
+    @torch.no_grad()
+    def init_biases_(self, x: torch.Tensor):
+        "Set `b_dec` to the geometric median of a batch `x` [B, d] of raw activations (in the SAE's units)."
+        self.b_dec.copy_(geometric_median(self.scale_in(x).float()).to(self.b_dec.dtype))
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self):
         "Rescale every decoder row to unit norm."
-        eps = torch.finfo(self.W_dec.dtype).eps
-        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True) + eps)
-
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True) + torch.finfo(self.W_dec.dtype).eps)
     @torch.no_grad()
     def remove_gradient_parallel_to_decoder_directions(self):
         "Project out of each decoder row's gradient its component along the row (rows stay unit norm to first order)."
         if self.W_dec.grad is None: return
         W, G = self.W_dec.data, self.W_dec.grad
         G.addcmul_((G * W).sum(-1, keepdim=True), W, value=-1)   # in place: no [N, d] temporary
-
-    @torch.no_grad()
-    def init_biases_(self, x: torch.Tensor):
-        "Set `b_dec` to the geometric median of a batch `x` [B, d] of raw activations (in the SAE's units)."
-        self.b_dec.copy_(geometric_median(self.scale_in(x).float()).to(self.b_dec.dtype))
+    def decode_scaled(self, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
+        "sum of top_acts * W_dec[top_indices] + b_dec, in the SAE's units: a sparse decoder, k rows per token."
+        shape = top_acts.shape[:-1]
+        acts, idx = top_acts.reshape(-1, top_acts.shape[-1]), top_indices.reshape(-1, top_indices.shape[-1])
+        out = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")
+        return (out + self.b_dec).reshape(*shape, out.shape[-1])
+    def lb_term(self, enc: EncoderOutput) -> torch.Tensor: return enc.top_acts.new_zeros(())   # load balancing: none for a dense SAE
+    def forward(self, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> SAEOutput:
+        "Encode, decode and compute the losses `l2`, `lb` and `total` (in the SAE's units); `x_hat` in raw units."
+        xs = self.scale_in(x)
+        enc = self.encode_scaled(xs) if dead is None else self.encode_scaled(xs, dead)   # `dead` [N]: AuxK (08b)
+        x_hat = self.decode_scaled(enc.top_acts, enc.top_indices)
+        l2, lb = l2_loss(xs, x_hat), self.lb_term(enc)
+        total = total_loss(l2, lb, self.cfg.lb_weight, self.cfg.d_in)
+        if enc.aux is not None: total = total + self.cfg.auxk_alpha * self.auxk_loss(xs - x_hat.detach(), enc.aux)
+        return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
 
 # %% ../nbs/03_topk.ipynb
+class TopKSAE(SAEBase):
+    "The dense TopK SAE (Gao et al. 2024): every latent computed, the k largest kept."
+    def __init__(self, cfg: SwitchSAEConfig):
+        super().__init__(cfg)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, device=cfg.torch_device, dtype=cfg.torch_dtype))
+    def encode_scaled(self, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> EncoderOutput:
+        "Top-k latents of every token of `x` [tokens, d_in], already in the SAE's units (`scale_in`)."
+        pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
+        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        B, aux = x.shape[0], None if dead is None else self.auxk_codes(pre, dead)   # 08b: the dead latents' top pre-activations
+        return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device), x.new_ones(B, 1), aux)
+
+# %% ../nbs/03a_input_checks.ipynb 3
+from fastcore.basics import patch
+
+# %% ../nbs/03a_input_checks.ipynb 5
 @patch
 def check_input(self: SAEBase, x) -> torch.Tensor:
     "Validate activations and flatten them to [tokens, d_in]."
@@ -99,79 +132,6 @@ def check_input(self: SAEBase, x) -> torch.Tensor:
     if x.device != self.W_dec.device:
         raise ValueError(f"activations are on {x.device} but the SAE is on {self.W_dec.device}; move one of them (x.to('{self.W_dec.device}')).")
     return x.reshape(-1, d)
-
-@patch
-def scale_in(self: SAEBase, x) -> torch.Tensor:
-    "Check raw activations, flatten them to [tokens, d_in] and bring them into the SAE's units (x * `act_scale`)."
-    return self.check_input(x) * self.act_scale
-
-# %% ../nbs/03_topk.ipynb
-def scale_for(mean_sq_norm: float, d_in: int) -> float:
-    "The factor that brings activations of mean squared norm `mean_sq_norm` to mean squared norm `d_in`."
-    if not math.isfinite(mean_sq_norm) or mean_sq_norm <= 0:
-        raise ValueError(f"cannot normalise activations whose mean squared norm is {mean_sq_norm}: the batch is all "
-                         f"zeros or holds NaN/Inf. Check the activation source, or train with normalize=False.")
-    return math.sqrt(d_in / mean_sq_norm)
-
-@patch
-@torch.no_grad()
-def set_act_scale_(self: SAEBase, x: torch.Tensor) -> float:
-    "Choose `act_scale` so that the raw activations `x` have mean squared norm `d_in` in the SAE's units; returns it."
-    s = scale_for(self.check_input(x).double().pow(2).sum(-1).mean().item(), self.cfg.d_in)
-    self.act_scale.fill_(s)
-    return s
-
-# %% ../nbs/03_topk.ipynb
-@patch
-def decode_scaled(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
-    "sum of top_acts * W_dec[top_indices] + b_dec, in the SAE's units: a sparse decoder, k rows per token."
-    shape = top_acts.shape[:-1]
-    acts, idx = top_acts.reshape(-1, top_acts.shape[-1]), top_indices.reshape(-1, top_indices.shape[-1])
-    out = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")
-    return (out + self.b_dec).reshape(*shape, out.shape[-1])
-
-@patch
-def decode(self: SAEBase, top_acts: torch.Tensor, top_indices: torch.Tensor) -> torch.Tensor:
-    "x_hat in the raw activations' units: `decode_scaled` divided by `act_scale`."
-    return self.decode_scaled(top_acts, top_indices) / self.act_scale
-
-@patch
-def lb_term(self: SAEBase, enc: EncoderOutput) -> torch.Tensor:
-    "The load-balancing loss; zero for a dense SAE."
-    return enc.top_acts.new_zeros(())
-
-@patch
-def encode(self: SAEBase, x: torch.Tensor) -> EncoderOutput:
-    "Encode raw activations `x` [..., d_in]: `encode_scaled` (what each architecture defines) of `scale_in(x)`."
-    return self.encode_scaled(self.scale_in(x))
-
-@patch
-def forward(self: SAEBase, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> SAEOutput:
-    "Encode, decode and compute the losses `l2`, `lb` and `total` (in the SAE's units); `x_hat` in raw units."
-    xs = self.scale_in(x)
-    enc = self.encode_scaled(xs) if dead is None else self.encode_scaled(xs, dead)   # `dead` [N]: AuxK (08b)
-    x_hat = self.decode_scaled(enc.top_acts, enc.top_indices)
-    l2 = l2_loss(xs, x_hat)
-    lb = self.lb_term(enc)
-    total = total_loss(l2, lb, self.cfg.lb_weight, self.cfg.d_in)
-    if enc.aux is not None: total = total + self.cfg.auxk_alpha * self.auxk_loss(xs - x_hat.detach(), enc.aux)
-    return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
-
-# %% ../nbs/03_topk.ipynb
-class TopKSAE(SAEBase):
-    "The dense TopK SAE (Gao et al. 2024): every latent computed, the k largest kept."
-    def __init__(self, cfg: SwitchSAEConfig):
-        super().__init__(cfg)
-        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, device=cfg.torch_device, dtype=cfg.torch_dtype))
-
-    def encode_scaled(self, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> EncoderOutput:
-        "Top-k latents of every token of `x` [tokens, d_in], already in the SAE's units (`scale_in`)."
-        pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
-        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        B = x.shape[0]
-        aux = None if dead is None else self.auxk_codes(pre, dead)   # 08b: the dead latents' top pre-activations
-        return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device),
-                             x.new_ones(B, 1), aux)
 
 # %% ../nbs/08b_dead_latents_and_balance.ipynb 4
 @patch

@@ -49,7 +49,8 @@ def test_show_solution(capsys):
         C.show_solution("nope")
 
 
-@pytest.mark.parametrize("check", [C.check_route, C.check_topk, C.check_switch_forward, C.check_lb_loss, C.check_train_step,
+@pytest.mark.parametrize("check", [C.check_route, C.check_topk, C.check_switch_forward, C.check_act_scale_for,
+                                   C.check_scaled_forward, C.check_lb_loss, C.check_gate_grad, C.check_train_step, C.check_fve,
                                    C.check_group_by_expert, C.check_grouped_encode, C.check_sparse_decode_backward,
                                    C.check_encoder_flops])
 def test_blank_exercise_says_not_written(check):
@@ -118,7 +119,41 @@ def test_switch_forward_unknown_mistake_gives_the_recipe():
     fails(C.check_switch_forward, lambda *a: C._switch_variant(*a) * 1.01, "differs", "p_i * sum_j", device="cpu")
 
 
-# ----- 4. load balancing
+def test_switch_forward_detached_gate():
+    wrong = lambda x, We, Wd, b, Wr, br, k: C._switch_variant(x, We, Wd, b, Wr.detach(), br, k)
+    fails(C.check_switch_forward, wrong, "no gradient to W_router", device="cpu")
+
+
+# ----- 4. scale in, scale out
+
+def test_act_scale_solutions():
+    C.check_act_scale_for(S.act_scale_for, device="cpu")
+    C.check_scaled_forward(S.scaled_forward, device="cpu")
+
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda x: (x.pow(2).sum(-1).mean() / x.shape[-1]).sqrt(), "inverse"),
+    (lambda x: x.shape[-1] / x.pow(2).sum(-1).mean(), "square root"),
+    (lambda x: x.shape[-1] ** 0.5 / x.norm(dim=-1).mean(), "mean SQUARED norm"),
+    (lambda x: (x.shape[-1] / (x - x.mean(0)).pow(2).sum(-1).mean()).sqrt(), "do not centre"),
+    (lambda x: (1 / x.pow(2).sum(-1).mean()).sqrt(), "mean squared norm d"),
+    (lambda x: "one", "one number"),
+])
+def test_act_scale_mistakes(wrong, match):
+    fails(C.check_act_scale_for, wrong, match, device="cpu")
+
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda x, *a: S.switch_forward(x * a[-1], *a[:-1]), "did not scale out"),
+    (lambda x, *a: S.switch_forward(x, *a[:-1]) / a[-1], "did not scale in"),
+    (lambda x, *a: S.switch_forward(x, *a[:-1]), "did not scale at all"),
+    (lambda x, *a: S.switch_forward(x / a[-1], *a[:-1]) * a[-1], "not the other way round"),
+])
+def test_scaled_forward_mistakes(wrong, match):
+    fails(C.check_scaled_forward, wrong, match, device="cpu")
+
+
+# ----- 5. load balancing
 
 def test_lb_loss_solution():
     C.check_lb_loss(S.lb_loss, device="cpu")
@@ -140,7 +175,90 @@ def test_lb_loss_mistakes(wrong, match):
     fails(C.check_lb_loss, wrong, match, device="cpu")
 
 
-# ----- 5. training step
+# ----- 6. what the load-balancing loss's value says
+
+def test_lb_routings_solution(capsys):
+    C.check_lb_routings(*S.lb_routings())
+    below, collapsed = S.lb_routings()
+    assert C.lib_lb_loss(*below) < 1 and abs(C.lib_lb_loss(*collapsed) - 1) < 0.05
+    assert "✓ lb_routings" in capsys.readouterr().out
+
+
+def test_lb_routings_mistakes():
+    below, collapsed = S.lb_routings()
+    uniform = (torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 1]))       # f uniform: L = 1 whatever P
+    fails(lambda a, b: C.check_lb_routings(a, b), uniform, "is 1 whenever f is uniform", b=collapsed)
+    confident = (torch.tensor([[1.0, 0.0, 0.0]] * 5), torch.zeros(5, dtype=torch.long))   # collapsed and certain: L = E
+    fails(lambda a, b: C.check_lb_routings(a, b), below, "reaches E = 3", b=confident)
+    not_top1 = (below[0], 1 - below[1])
+    fails(lambda a, b: C.check_lb_routings(a, b), not_top1, "most probable expert", b=collapsed)
+    unnormalised = (below[0] * 2, below[1])
+    fails(lambda a, b: C.check_lb_routings(a, b), unnormalised, "summing to 1", b=collapsed)
+    fails(lambda a, b: C.check_lb_routings(a, b), below, "same expert", b=uniform)
+
+
+# ----- 7. the gate's gradient
+
+def test_gate_grad_solution():
+    C.check_gate_grad(S.gate_grad, device="cpu")
+
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda x, y, p, b: -((x - p[:, None] * y - b) * y).sum(-1), "factor 2"),
+    (lambda x, y, p, b: 2 * ((x - p[:, None] * y - b) * y).sum(-1), "sign is flipped"),
+    (lambda x, y, p, b: -2 * ((x - p[:, None] * y) * y).sum(-1), "subtract b_dec"),
+    (lambda x, y, p, b: -2 * (x * y).sum(-1), "residual x - x_hat"),
+    (lambda x, y, p, b: -2 * ((x - p[:, None] * y - b) * y).sum(-1) / len(x), "not divided by B"),
+    (lambda x, y, p, b: -2 * ((x - p[:, None] * y - b) * y).mean(-1), "differs from autograd"),
+])
+def test_gate_grad_mistakes(wrong, match):
+    fails(C.check_gate_grad, wrong, match, device="cpu")
+
+
+# ----- 8. your Switch SAE
+
+def test_my_sae_solution():
+    C.check_my_sae(S.MySwitchSAE, device="cpu")
+
+
+def _my(forward):
+    "A copy of the solution's module with a planted mistake in `forward`."
+    return type("Wrong", (S.MySwitchSAE,), {"forward": forward})
+
+def _parts(self, x, detach_gate=False):
+    xs = x * self.act_scale
+    probs, expert, _ = S.route(xs, self.W_router, self.b_router)
+    Wr = self.W_router.detach() if detach_gate else self.W_router
+    return xs, probs, expert, S.switch_forward(xs, self.W_enc, self.W_dec, self.b_dec, Wr, self.b_router, self.k)
+
+def _no_scale_out(self, x):
+    xs, probs, expert, x_hat = _parts(self, x); return x_hat, (xs - x_hat).pow(2).sum(-1).mean(), S.lb_loss(probs, expert)
+def _raw_l2(self, x):
+    xs, probs, expert, x_hat = _parts(self, x); x_hat = x_hat / self.act_scale
+    return x_hat, (x - x_hat).pow(2).sum(-1).mean(), S.lb_loss(probs, expert)
+def _detached_gate(self, x):
+    xs, probs, expert, x_hat = _parts(self, x, detach_gate=True)
+    return x_hat / self.act_scale, (xs - x_hat).pow(2).sum(-1).mean(), S.lb_loss(probs, expert)
+def _detached_lb(self, x):
+    xs, probs, expert, x_hat = _parts(self, x)
+    return x_hat / self.act_scale, (xs - x_hat).pow(2).sum(-1).mean(), S.lb_loss(probs.detach(), expert)
+def _two(self, x):
+    xs, probs, expert, x_hat = _parts(self, x); return x_hat / self.act_scale, (xs - x_hat).pow(2).sum(-1).mean()
+
+@pytest.mark.parametrize("forward, match", [
+    (_no_scale_out, "scale it out"), (_raw_l2, "raw units"), (_detached_gate, "gate p_i is detached"),
+    (_detached_lb, "router's gradient differs"), (_two, "three things"),
+])
+def test_my_sae_mistakes(forward, match):
+    fails(C.check_my_sae, _my(forward), match, device="cpu")
+
+
+def test_my_sae_blank():
+    def forward(self, x): raise NotImplementedError
+    fails(C.check_my_sae, _my(forward), "MySwitchSAE is not written yet", "show_solution('MySwitchSAE')", device="cpu")
+
+
+# ----- 9. training step
 
 def test_train_step_solution():
     C.check_train_step(S.train_step, device="cpu")
@@ -163,14 +281,81 @@ def test_train_step_mistakes(flag, match):
 
 def test_train_step_without_update_and_wrong_return():
     def no_step(sae, opt, x):
-        out = sae(x); out.total.backward(); opt.zero_grad(); return out.total.item()
+        _, l2, lb = sae(x); loss = l2 + sae.lb_alpha * sae.d_in * lb; loss.backward(); opt.zero_grad(); return loss.item()
     fails(C.check_train_step, no_step, "did not change the parameters", device="cpu")
     def returns_after(sae, opt, x):
-        S.train_step(sae, opt, x); return sae(x).total.item()
+        S.train_step(sae, opt, x); _, l2, lb = sae(x); return (l2 + sae.lb_alpha * sae.d_in * lb).item()
     fails(C.check_train_step, returns_after, "before the update", device="cpu")
 
 
-# ----- final exercise (needs the tiny LM: one small inspector for all)
+# ----- 10. training your Switch SAE beside the library's (planted mistakes in copies of the solution)
+
+def test_my_training_solution(capsys):
+    res = C.check_my_training(S.MySwitchSAE, S.train_my_sae, device="cpu")
+    assert "✓ your Switch SAE" in capsys.readouterr().out
+    assert res["yours"]["purity"] > 0.9 and res["yours"]["max_load"] < 1.3
+
+
+def _train_with(**patch):
+    "The solution's train_my_sae with some of the functions it calls replaced."
+    def train(sae, batches, steps, lr):
+        old = {k: getattr(S, k) for k in patch}
+        for k, v in patch.items(): setattr(S, k, v)
+        try: return S.train_my_sae(sae, batches, steps, lr)
+        finally:
+            for k, v in old.items(): setattr(S, k, v)
+    return train
+
+@pytest.mark.parametrize("cls, train, match", [
+    (_my(_detached_gate), S.train_my_sae, "gate p_i is detached"),
+    (S.MySwitchSAE, _train_with(train_step=lambda sae, opt, x: C.reference_step(sae, opt, x, lb=False)), "routing collapsed"),
+    (S.MySwitchSAE, _train_with(act_scale_for=lambda x: 1.0), "act_scale is 1"),
+])
+def test_my_training_mistakes(cls, train, match):
+    fails(C.check_my_training, cls, match, train=train, device="cpu")
+
+
+# ----- 11-12. evaluation
+
+def test_fve_solution():
+    C.check_fve(S.fve, device="cpu")
+
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda x, xh: 1 - (x - xh).pow(2).sum() / x.pow(2).sum(), "sum ||x - mean(x)||^2"),
+    (lambda x, xh: (x - xh).pow(2).sum() / (x - x.mean(0)).pow(2).sum(), "left unexplained"),
+    (lambda x, xh: 1 - ((x - xh).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean(), "one FVE per coordinate"),
+    (lambda x, xh: 1 - (x - xh).pow(2).sum() / (xh - xh.mean(0)).pow(2).sum(), "not of x_hat"),
+])
+def test_fve_mistakes(wrong, match):
+    fails(C.check_fve, wrong, match, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from switch_sae import tiny_lm
+    return tiny_lm.load()
+
+def test_spliced_ce_solution(lm):
+    C.check_spliced_ce(S.spliced_ce, lm)
+
+def _ce_with_bos_replaced(lm, tokens, hook, reconstruct):
+    def splice(act, hook=None): return reconstruct(act.reshape(-1, act.shape[-1])).reshape(act.shape)
+    logits = lm.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(hook, splice)])
+    return -F.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None]).mean().item()
+
+def _ce_summed(lm, tokens, hook, reconstruct):
+    return S.spliced_ce(lm, tokens, hook, reconstruct) * tokens.shape[0] * (tokens.shape[1] - 1)
+
+@pytest.mark.parametrize("wrong, match", [
+    (_ce_with_bos_replaced, "BOS position too"), (_ce_summed, "do not sum"),
+    (lambda lm, t, h, r: S.spliced_ce(lm, t, h, lambda a: 0.5 * a), "identity"),
+])
+def test_spliced_ce_mistakes(lm, wrong, match):
+    fails(C.check_spliced_ce, wrong, match, lm=lm)
+
+
+# ----- 13-14. inside a trained Switch SAE (needs the tiny LM: one small inspector for all)
 
 @pytest.fixture(scope="module")
 def ins():
@@ -211,7 +396,21 @@ def test_final_exercise_mistakes(ins):
     fails(lambda a, inspector: C.check_space_expert(a, inspector), wrong, "another expert gets more", inspector=ins)
 
 
-# ----- 6-9. what makes a Switch SAE fast
+def test_duplicated_question(ins):
+    W = ins.sae.W_dec.detach().cpu()
+    right = S.n_duplicated(W, ins.E)
+    C.check_duplicated(right, ins)
+    from switch_sae.geometry import duplicated_features
+    assert right == duplicated_features(W, ins.E)["n_duplicated"]
+    check = lambda a, inspector: C.check_duplicated(a, inspector)
+    fails(check, None, "set N_DUPLICATED", inspector=ins)
+    fails(check, right + 1, "is not the count", inspector=ins)
+    U = W / W.norm(dim=-1, keepdim=True); Cos = U @ U.T; Cos.fill_diagonal_(-2)
+    any_expert = int((Cos.max(1).values >= 0.9).sum())
+    if any_expert != right: fails(check, any_expert, "inside the latent's own expert", inspector=ins)
+
+
+# ----- 15-18. what makes a Switch SAE fast
 
 def test_fast_exercises_solutions(capsys):
     C.check_group_by_expert(S.group_by_expert, device="cpu")
@@ -332,18 +531,38 @@ def test_save_mine_refuses_a_wrong_function(tmp_path):
 
 
 def test_exercises_do_not_hand_over_the_answer():
-    "No line of a worked solution's body appears in the learner's notebooks (01-05)."
+    "No line of a worked solution's body appears in the learner's notebooks (01-06)."
     import inspect, json
     from pathlib import Path
     course = Path(__file__).resolve().parents[1] / "nbs" / "course"
     text = "".join("".join(c["source"]) for p in sorted(course.glob("0[1-9]_*.ipynb"))
                    for c in json.loads(p.read_text())["cells"])
-    names = ("route", "topk", "switch_forward", "lb_loss", "train_step", "group_by_expert", "grouped_encode",
-             "sparse_decode_backward", "encoder_flops", "expert_top_tokens", "nearest_other_expert")
+    names = ("route", "topk", "switch_forward", "act_scale_for", "scaled_forward", "lb_loss", "lb_routings", "gate_grad",
+             "MySwitchSAE", "train_step", "train_my_sae", "fve", "spliced_ce", "group_by_expert", "grouped_encode",
+             "sparse_decode_backward", "encoder_flops", "expert_top_tokens", "nearest_other_expert", "n_duplicated")
     for name in names:
         body = inspect.getsource(getattr(S, name)).split("\n")[2:]
         for line in body:
             code = line.split("#")[0].strip()
             uses_another = any(f"{n}(" in code for n in names)     # calling an exercise's function is not its answer
-            if len(code) > 20 and not uses_another and not code.startswith(("return", "for ", "with ", "N, d =", "M = N", "E = ")):
+            if len(code) > 20 and not uses_another and not code.startswith(("return", "for ", "with ", "N, d =", "M = N", "E = ", "def ", '"')):
                 assert code not in text, f"the course notebooks show a line of the solution of {name}: {code!r}"
+
+
+def test_real_model_comparison_holds_with_act_scale():
+    "Course 02's comparison with the library on the tiny LM holds for a model whose act_scale is not 1 (scale in, scale out)."
+    from switch_sae import tiny_lm
+    from switch_sae.activations import lm_activations, load_lm
+    from switch_sae.inspector import demo_sae
+    sae, lm = demo_sae("cpu"), load_lm("tiny")
+    acts = lm_activations(lm.model, tiny_lm.encode("Return the number of items in a container.")[None],
+                          "blocks.1.hook_resid_pre")[0, 1:]
+    s = 0.37                                   # the same model in units s times the raw ones: same reconstruction
+    with torch.no_grad():
+        sae.b_dec.mul_(s / sae.act_scale); sae.b_router.mul_(s / sae.act_scale); sae.W_router.mul_(sae.act_scale / s)
+        sae.act_scale.fill_(s)
+        lib = sae(acts).x_hat
+        mine = S.scaled_forward(acts, sae.W_enc, sae.W_dec, sae.b_dec, sae.W_router, sae.b_router, sae.cfg.k, sae.act_scale)
+        unscaled = S.switch_forward(acts, sae.W_enc, sae.W_dec, sae.b_dec, sae.W_router, sae.b_router, sae.cfg.k)
+    assert torch.allclose(mine, lib, atol=1e-4)
+    assert not torch.allclose(unscaled, lib, atol=1e-2)     # without scaling in and out, the comparison fails

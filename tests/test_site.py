@@ -100,13 +100,14 @@ def test_readme_reading_order_groups_the_notebooks_as_the_site_does():
 def test_every_link_and_image_of_the_site(site):
     pages = sorted(site.rglob("*.html"))
     assert len(pages) > 40, f"only {len(pages)} pages built"
-    broken, external_images, anchors, n = [], [], [], 0
+    broken, external_images, external_code, anchors, n = [], [], [], [], 0
     for page in pages:
         for kind, ref in _parse(page).refs:
             n += 1
             if ref.startswith(("data:", "mailto:", "javascript:")): continue
             if re.match(r"^[a-z]+://", ref) or ref.startswith("//"):
                 if kind == "image": external_images.append(f"{page.relative_to(site)}: {ref}")
+                if kind in ("script", "stylesheet"): external_code.append(f"{page.relative_to(site)}: {kind} {ref}")
                 continue                          # external links (Colab, GitHub, arXiv) are not fetched: the site is offline
             target, frag = _target(site, page, ref)
             if not target.exists():
@@ -116,6 +117,8 @@ def test_every_link_and_image_of_the_site(site):
     print(f"\n{len(pages)} pages, {n} links and images checked")
     assert not broken, f"{len(broken)} broken links or missing files:\n" + "\n".join(broken[:30])
     assert not external_images, "images must be part of the site (it is read offline):\n" + "\n".join(external_images[:20])
+    assert not external_code, ("the site must load no script or style sheet from another host (it is read offline; "
+                               "vendor it as docs/build.py does MathJax):\n" + "\n".join(external_code[:20]))
     assert not anchors, f"{len(anchors)} links to a missing anchor:\n" + "\n".join(anchors[:30])
 
 
@@ -189,6 +192,14 @@ def test_site_in_browser(site, tmp_path):
         assert all(driver.execute_script("return arguments[0].naturalWidth", i) > 100 for i in imgs)
         assert css("a.colab-link")[0].get_attribute("href").endswith("/nbs/14_geometry.ipynb")
         assert css(".jp-OutputArea-output pre"), "no printed output on the page"
+
+        # formulas typeset offline by the site's own MathJax: no raw TeX left on the page
+        driver.get(f"{url}/nbs/02_losses/")
+        _wait("MathJax to typeset 02_losses's formulas", lambda: css("article .MathJax, article .MathJax_Display"), 60)
+        assert "\\sum" not in css("article")[0].text, "raw TeX left on the page: MathJax did not typeset it"
+        fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert any("/assets/mathjax/" in f for f in fetched), "02_losses did not load the site's own MathJax"
+        assert all(f.startswith(url) for f in fetched), f"requests left the site: {[f for f in fetched if not f.startswith(url)]}"
 
         # the inspector: a static rendering of the widget, its tokens coloured, its plots loaded
         driver.get(f"{url}/nbs/15_inspector/")

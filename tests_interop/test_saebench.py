@@ -92,7 +92,7 @@ def test_core_eval_in_the_tiny_lm(saes, ours):
                          compute_kl=True, compute_ce_loss=True, compute_l2_norms=True, compute_sparsity_metrics=True,
                          compute_variance_metrics=True, compute_featurewise_density_statistics=False,
                          compute_featurewise_weight_based_metrics=False)
-    with torch.no_grad(): ours.act_scale.fill_(1.0)             # the demo SAE's own scale, for meaningful figures
+    with torch.no_grad(): ours.act_scale.copy_(demo_sae(device="cpu").act_scale)   # the demo SAE's own scale, for meaningful figures
     try: scalars, _ = run_evals(saes["adapter"], TinyLMTokens(contexts), model, cfg)
     finally:
         with torch.no_grad(): ours.act_scale.fill_(0.3)
