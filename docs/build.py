@@ -169,6 +169,16 @@ def reading_order(pages: list, cfg: dict) -> str:
     return "\n".join(lines)
 
 
+def demo_dashboard(docs: Path) -> str:
+    "Write the demo SAE's static dashboard (`switch-sae dashboard`, nbs/15a_dashboard) into the site: the reading order's section on it."
+    from switch_sae.dashboard import write_dashboard
+    from switch_sae.inspector import demo_dir
+    s = write_dashboard(demo_dir(), docs / "dashboard", progress=False)
+    return ("\n## The demo SAE's dashboard\n\n"
+            f"[Every expert and latent of the demo SAE](dashboard/index.html): {s['latent_pages']} latent pages and "
+            f"{s['experts']} expert pages from {s['tokens']} held-out tokens, as `switch-sae dashboard` writes them (`15a_dashboard`).\n")
+
+
 def _clean_show_doc(md: str, src_link: str) -> str:
     md = re.sub(r"^\[source\]\(.*?\)\{.*?\}\s*$", "", md, flags=re.M)     # Quarto attributes; our own link below
     md = re.sub(r"\{target=.*?\}", "", md)
@@ -274,7 +284,7 @@ def layout(cfg: dict) -> list:
         else: groups[group_of(rel, json.loads(nb_path.read_text()))].append(item)   # the notebook's own first cell
     if home is None: raise SystemExit("nbs/index.ipynb is missing: the home page comes from it (python docs/readme.py --from-readme)")
     pages = [(GROUPS[g], items) for g, items in groups.items()] + [("Course", course + checks), ("Solutions", solutions)]
-    (docs / "reading_order.md").write_text(reading_order(pages, cfg))
+    (docs / "reading_order.md").write_text(reading_order(pages, cfg) + demo_dashboard(docs))
     for path, text in api_pages(cfg).items():
         (docs / path).parent.mkdir(parents=True, exist_ok=True)
         (docs / path).write_text(text)

@@ -12,13 +12,14 @@ from .files import atomic_write_text
 from .checkpoint import load_sae
 from .activations import ActivationConfig
 from .sources import SyntheticSource, LMSource, round_metrics
-from .run import add_train_args, run_train
+from .run import add_train_args, train_args, run_train
+from .dashboard import write_dashboard
 from .bench import bench_main
 from .sweep import sweep_main
 from .interop import interop_main
 
 # %% auto 0
-__all__ = ['run_eval', 'make_parser', 'main']
+__all__ = ['run_eval', 'run_dashboard', 'make_parser', 'main']
 
 # %% ../nbs/23_cli.ipynb
 def run_eval(args) -> dict:
@@ -41,6 +42,15 @@ def run_eval(args) -> dict:
     return m
 
 # %% ../nbs/23_cli.ipynb
+def run_dashboard(args) -> dict:
+    "`switch-sae dashboard RUN --out DIR`."
+    stats = write_dashboard(args.run, args.out, tokens=args.tokens, latents=args.latents, device=args.device,
+                            progress=not args.no_progress)
+    print(f"wrote {Path(args.out) / 'index.html'}: {stats['latent_pages']} latent pages, {stats['experts']} expert pages, "
+          f"from {stats['tokens']} tokens, in {stats['seconds']:.0f} s")
+    return stats
+
+# %% ../nbs/23_cli.ipynb
 def make_parser() -> argparse.ArgumentParser:
     "The parser of `switch-sae` and its subcommands."
     p = argparse.ArgumentParser(prog="switch-sae", description="Train and evaluate Switch Sparse Autoencoders.")
@@ -58,6 +68,14 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("dir", help="run folder written by switch-sae train")
     e.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default: as in training)")
     e.add_argument("--device", default=None, help="device for the SAE and the model (default: as saved)")
+    d = sub.add_parser("dashboard", help="write a static HTML dashboard of every expert and latent of a run (DIR/index.html)")
+    d.add_argument("run", help="run folder written by switch-sae train (for example switch_sae/assets/demo_sae)")
+    d.add_argument("--out", required=True, help="folder to write the site to")
+    d.add_argument("--tokens", type=int, default=32768, help="tokens of the run's held-out text for the statistics (default: 32768)")
+    d.add_argument("--latents", type=int, default=None, help="pages for the N most frequent latents of each expert "
+                   "(default: every latent)")
+    d.add_argument("--device", default=None, help="device for the SAE and the model (default: as saved)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 def main(argv: Optional[List[str]] = None):
@@ -69,11 +87,14 @@ def main(argv: Optional[List[str]] = None):
         sweep_main(argv[1:]); return
     if argv[:1] in (["export"], ["import"]):       # to and from SAELens and the authors' format: see 21_interop
         interop_main(argv); return
-    args = make_parser().parse_args(argv)
-    args.argv = argv
     try:
-        if args.command == "train": run_train(args)
+        if argv[:1] == ["train"]:                  # its flags may come from a --config file: see 16a_run
+            args = train_args(argv[1:])
+        else: args = make_parser().parse_args(argv)
+        args.argv = argv
+        if argv[:1] == ["train"]: run_train(args)
         elif args.command == "eval": run_eval(args)
+        elif args.command == "dashboard": run_dashboard(args)
     except (ValueError, FileExistsError, FileNotFoundError, PermissionError, NotADirectoryError, TypeError) as e:
         raise SystemExit(f"error: {e}")
 

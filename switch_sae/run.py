@@ -4,7 +4,7 @@
 
 # %% ../nbs/16a_run.ipynb 3
 from __future__ import annotations
-import argparse, datetime, errno, json
+import argparse, dataclasses, datetime, difflib, errno, importlib.util, json, math, secrets, time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
@@ -24,7 +24,8 @@ from .sources import make_source, finish_run, round_metrics, check_resume_source
 from .distributed import ExpertParallelSwitchSAE, check_expert_split, init_from_env, rank_lm_batches, shard_batches
 
 # %% auto 0
-__all__ = ['DISK_FULL', 'add_train_args', 'train_args', 'prepare_run_folder', 'run_batches', 'run_train']
+__all__ = ['CONFIG_FORMATS', 'NOT_IN_CONFIG', 'DISK_FULL', 'add_train_args', 'read_config_file', 'check_config', 'config_text',
+           'train_args', 'run_config', 'config_file_name', 'prepare_run_folder', 'run_batches', 'WandbLog', 'run_train']
 
 # %% ../nbs/16a_run.ipynb
 def add_train_args(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -35,6 +36,10 @@ def add_train_args(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--config", default=None, metavar="FILE", help="a TOML, YAML or JSON file of flag = value pairs (names with "
+                   "underscores); flags given on the command line override it. Each run writes its own (config.toml)")
+    t.add_argument("--wandb", default=None, metavar="PROJECT", help="log the run to this Weights & Biases project "
+                   "(pip install 'switch_sae[wandb]'; WANDB_MODE=offline logs to the run folder only)")
     t.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for the metrics (default: 16384)")
     g = t.add_argument_group("SAE and training (SwitchSAEConfig); with --data lm the defaults are overridden by the preset "
                              + ", ".join(f"{k}={v}" for k, v in PRESETS["lm"].items()) + ", and d_in is the model's width")
@@ -48,11 +53,123 @@ def add_train_args(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_dataclass_args(s, SyntheticConfig, prefix="syn_", skip=("d_in",))
     return t
 
+# %% ../nbs/16a_run.ipynb
+CONFIG_FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+NOT_IN_CONFIG = ("config", "out", "resume", "overwrite", "no_progress", "help")   # where a run goes, not what it is
+
+def _parse_toml(text: str) -> dict:
+    try: import tomllib                         # Python 3.11+
+    except ImportError:
+        try: import tomli as tomllib            # the same parser, for Python 3.9 and 3.10
+        except ImportError as e: raise ImportError("reading a TOML config on Python < 3.11 needs tomli: pip install tomli") from e
+    return tomllib.loads(text)
+
+def read_config_file(path) -> dict:
+    "The `key = value` pairs of a TOML, YAML or JSON file (by its suffix), as a flat dict."
+    p = Path(path)
+    fmt = CONFIG_FORMATS.get(p.suffix.lower())
+    if fmt is None: raise ValueError(f"--config {p}: unknown format {p.suffix!r}; use a .toml, .yaml (.yml) or .json file.")
+    if not p.is_file(): raise FileNotFoundError(f"--config {p}: no such file.")
+    text = p.read_text()
+    try:
+        if fmt == "toml": d = _parse_toml(text)
+        elif fmt == "json": d = json.loads(text)
+        else:
+            import yaml
+            try: d = yaml.safe_load(text)
+            except yaml.YAMLError as e: raise ValueError(str(e)) from e
+    except ValueError as e: raise ValueError(f"--config {p} is not valid {fmt.upper()}: {e}") from e
+    d = {} if d is None else d
+    if not isinstance(d, dict) or any(isinstance(v, (dict, list)) for v in d.values()):
+        raise ValueError(f"--config {p}: expected flat `key = value` pairs (the flags of switch-sae train with underscores, "
+                         "for example n_latents = 2048), not tables or lists.")
+    return {str(k).replace("-", "_"): v for k, v in d.items()}
+
+# %% ../nbs/16a_run.ipynb
+def _coerce(action, key: str, v, where: str):
+    "The value `v` of `key` in a config file, checked against the flag's type (as the command line would read it)."
+    def bad(want): return ValueError(f"{where}: {key} = {v!r} is not {want}.")
+    def kind(t): return {"int": "an integer", "float": "a number", "str": "a string"}.get(t.__name__, f"a {t.__name__}")
+    if not action.nargs == 0 and isinstance(v, str) and v.lower() == "none": v = None
+    if isinstance(action, argparse.BooleanOptionalAction) or action.nargs == 0:
+        if isinstance(v, bool): return v
+        raise bad("true or false")
+    typ = action.type or str
+    if v is None:
+        try: ok = action.default is None or typ("none") is None
+        except (TypeError, ValueError): ok = False
+        if ok: return None
+        raise bad(f"{kind(typ)} (this setting has no 'none')")
+    if isinstance(v, str):
+        try: return typ(v)
+        except (TypeError, ValueError): raise bad(kind(typ)) from None
+    if isinstance(v, bool) or typ.__name__ not in ("int", "float") or (typ.__name__ == "int" and not isinstance(v, int)):
+        raise bad(kind(typ))
+    return float(v) if typ.__name__ == "float" else v
+
+def check_config(parser: argparse.ArgumentParser, values: dict, where: str = "--config") -> dict:
+    "`values` checked against the flags of `parser`: unknown keys refused by name, each value of the flag's type."
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in NOT_IN_CONFIG}
+    unknown = [k for k in values if k not in actions]
+    if unknown:
+        hints = [f"{k!r}" + "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(k, actions, 1))
+                 for k in unknown]
+        raise ValueError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. The keys are the "
+                         "flags of `switch-sae train` with underscores (switch-sae train --help); --out, --resume and "
+                         "--overwrite belong on the command line.")
+    return {k: _coerce(actions[k], k, v, where) for k, v in values.items()}
+
+# %% ../nbs/16a_run.ipynb
+def _scalar(v, fmt: str) -> str:
+    if v is None: return '"none"' if fmt == "toml" else "null"
+    if isinstance(v, bool): return "true" if v else "false"
+    if isinstance(v, int): return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v): return ("" if v > 0 or math.isnan(v) else "-") + ("nan" if math.isnan(v) else "inf")
+        r = repr(v)
+        mant, e, exp = r.partition("e")
+        return f"{mant}.0e{exp}" if e and "." not in mant else r      # 1.0e-05: a float in TOML and in YAML 1.1 alike
+    return json.dumps(str(v))                                          # a double-quoted string in TOML and YAML alike
+
+def config_text(values: dict, fmt: str = "toml") -> str:
+    "`values` (flat) as a config file: TOML and YAML `key = value` / `key: value` lines, or JSON."
+    if fmt == "json": return json.dumps(values, indent=2) + "\n"
+    sep = " = " if fmt == "toml" else ": "
+    return ("# switch-sae train --config <this file>; flags given after it override it\n"
+            + "".join(f"{k}{sep}{_scalar(v, fmt)}\n" for k, v in values.items()))
+
+# %% ../nbs/16a_run.ipynb
 def train_args(argv: list) -> argparse.Namespace:
-    "The arguments of `switch-sae train ARGV...` (the command line's words after `train`)."
-    args = add_train_args(argparse.ArgumentParser(prog="switch-sae train")).parse_args(argv)
+    "The arguments of `switch-sae train ARGV...` (the command line's words after `train`); `--config FILE` gives defaults."
+    parser = add_train_args(argparse.ArgumentParser(prog="switch-sae train"))
+    args = parser.parse_args(argv)
+    if args.config:          # the file's values become the defaults, and the command line is read again over them
+        parser.set_defaults(**check_config(parser, read_config_file(args.config), f"--config {args.config}"))
+        args = parser.parse_args(argv)
     args.argv = ["train", *argv]
     return args
+
+def run_config(args, cfg: SwitchSAEConfig, src) -> dict:
+    "What this run is, as flat `flag: value` pairs: the config file that repeats it."
+    sae = cfg.to_dict()
+    if not hasattr(args, "device"): sae.pop("device")     # chosen by the machine (auto), not by the run
+    d = dict(data=args.data, eval_tokens=args.eval_tokens)
+    if args.data == "lm":
+        sae.pop("d_in")                                    # the model's width
+        d.update(sae)
+        d.update({f.name: getattr(src.act, f.name) for f in dataclasses.fields(ActivationConfig)
+                  if f.name not in ("batch_size", "seed", "device", "dtype")})
+        d.update(cache=args.cache, eval_dataset=src.eval_dataset, eval_split=src.eval_split)
+    else:
+        d.update(sae)
+        d.update({"syn_" + f.name: getattr(src.syn, f.name) for f in dataclasses.fields(SyntheticConfig) if f.name != "d_in"})
+    if args.wandb: d["wandb"] = args.wandb
+    return d
+
+def config_file_name(args) -> str:
+    "`config.toml`, or `config.<suffix>` of the --config file the run was started from."
+    suffix = Path(args.config).suffix.lower() if getattr(args, "config", None) else ".toml"
+    return "config" + suffix
 
 # %% ../nbs/16a_run.ipynb
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
@@ -88,9 +205,54 @@ def run_batches(args, cfg: SwitchSAEConfig, src, eg: ExpertGroup):
     return lambda start: shard_batches(src.batches(start), eg.rank, eg.world_size)
 
 # %% ../nbs/16a_run.ipynb
-def _train_or_exit(cfg, batches, out, args, model):
+class WandbLog:
+    "A run logged to Weights & Biases: each log window of `history.jsonl` as training writes it, then the final metrics and plots."
+    def __init__(self, project: str, out, config: dict, resume: bool = False):
+        try: import wandb
+        except ImportError as e: raise ImportError("--wandb needs the wandb package: pip install 'switch_sae[wandb]'") from e
+        self.wandb, self.out = wandb, Path(out)
+        self.state_file = self.out / "wandb.json"
+        state = json.loads(self.state_file.read_text()) if resume and self.state_file.exists() else {}
+        self.id = state.get("id") or secrets.token_hex(6)   # a W&B run id of our own, kept in wandb.json
+        self.step = state.get("step", 0)        # the last step logged: a resumed run logs only the steps after it
+        self.run = wandb.init(project=project, id=self.id, resume="allow", dir=str(self.out), name=self.out.name,
+                              config=config)
+        self._t, self._tokens = time.time(), None
+        self._save()
+
+    def _save(self): atomic_write_text(self.state_file, json.dumps(dict(id=self.id, project=self.run.project, step=self.step)))
+
+    def __call__(self, tr):
+        "`train`'s `on_log`: log the entries of `tr.history` not logged yet, each at its step."
+        h, i = tr.history, len(tr.history)
+        while i and h[i - 1]["step"] > self.step: i -= 1
+        if self._tokens is None:            # tokens/s from the window before the first new one (0 on a new run)
+            self._tokens = next((e["tokens"] for e in reversed(h[:i]) if "tokens" in e), 0)
+        for e in h[i:]:
+            row = {k: v for k, v in e.items() if isinstance(v, (int, float)) and k not in ("step", "expert_load")}
+            if "expert_load" in e:          # the window's summary: loads, dead fraction, lr, tokens, speed
+                row.update({f"expert_load/{x}": v for x, v in enumerate(e["expert_load"])})
+                now = time.time()
+                row["tokens_per_s"] = (e["tokens"] - self._tokens) / max(now - self._t, 1e-9)
+                self._t, self._tokens = now, e["tokens"]
+            if e.get("warnings"): row["warnings"] = len(e["warnings"])
+            self.run.log(row, step=e["step"])
+            self.step = e["step"]
+        self._save()
+
+    def finish(self, metrics: Optional[dict] = None, exit_code: int = 0):
+        "Close the run: the final metrics in its summary, the report's plots as images."
+        if metrics is not None:
+            self.run.summary.update({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+            self.run.summary.update({f"final/expert_load/{x}": v for x, v in enumerate(metrics.get("expert_load", []))})
+            plots = {f"plots/{p.stem}": self.wandb.Image(str(p)) for p in sorted(self.out.glob("*.png"))}
+            if plots: self.run.log(plots, step=self.step)
+        self.run.finish(exit_code=exit_code)
+
+# %% ../nbs/16a_run.ipynb
+def _train_or_exit(cfg, batches, out, args, model, on_log=None):
     "`train`, with the errors a user can fix turned into one line that says what to do."
-    try: return train(cfg, batches, out=out, resume=args.resume, progress=not args.no_progress, model=model)
+    try: return train(cfg, batches, out=out, resume=args.resume, progress=not args.no_progress, model=model, on_log=on_log)
     except (NonFiniteError, BatchTooLargeError, CheckpointError) as e: raise SystemExit(f"error: {e}")
     except (OSError, SafetensorError) as e:
         if isinstance(e, SafetensorError) or getattr(e, "errno", None) in DISK_FULL:
@@ -102,7 +264,10 @@ def run_train(args, eg: Optional[ExpertGroup] = None) -> Optional[dict]:
     "`switch-sae train`, in this process or on every rank of a `torchrun` launch; rank 0 returns the metrics."
     own = eg is None and not dist.is_initialized()
     eg = eg or init_from_env() or ExpertGroup(local=True)
+    log = None
     try:
+        if getattr(args, "wandb", None) and importlib.util.find_spec("wandb") is None:
+            raise ValueError("--wandb needs the wandb package: pip install 'switch_sae[wandb]' (or drop --wandb).")
         sae_kw = given_args(SwitchSAEConfig, args)
         parallel = eg.world_size > 1
         if parallel and torch.cuda.is_available() and sae_kw.get("device", "auto") in ("auto", "cuda"):
@@ -115,13 +280,16 @@ def run_train(args, eg: Optional[ExpertGroup] = None) -> Optional[dict]:
                                  f"size ({eg.world_size}); choose --batch-size as a multiple of {eg.world_size}.")
         out = prepare_run_folder(args, src, eg)
         if eg.is_main:
+            settings, name = run_config(args, cfg, src), config_file_name(args)
+            atomic_write_text(out / name, config_text(settings, CONFIG_FORMATS[Path(name).suffix]))
+            if getattr(args, "wandb", None): log = WandbLog(args.wandb, out, settings, args.resume)
             E = cfg.n_experts if cfg.arch == "switch" else 1
             where = (f", experts sharded over {eg.world_size} processes ({dist.get_backend()}, "
                      f"{cfg.n_experts // eg.world_size} experts each)" if parallel else "")
             print(f"training a {cfg.arch} SAE (d_in={cfg.d_in}, N={cfg.n_latents}, E={E}, k={cfg.k}) on {args.data} "
                   f"activations for {cfg.steps} steps of {cfg.batch_size}{where}; writing to {out}", flush=True)
         model = ExpertParallelSwitchSAE(cfg, eg) if parallel else None
-        tr = _train_or_exit(cfg, run_batches(args, cfg, src, eg), out, args, model)
+        tr = _train_or_exit(cfg, run_batches(args, cfg, src, eg), out, args, model, log)
         dead_train = (tr.dead_frac(), dead_by_expert(tr))   # the training counter's dead latents (collectives: every rank)
         eg.barrier()
         metrics = None
@@ -133,7 +301,9 @@ def run_train(args, eg: Optional[ExpertGroup] = None) -> Optional[dict]:
             metrics = finish_run(out, tr, src, cfg, launch + " ".join(args.argv))
             print(json.dumps(round_metrics(metrics)))
             print(f"wrote {out}/report.md")
+            if log is not None: log.finish(metrics); log = None
         eg.barrier()
         return metrics
     finally:
+        if log is not None: log.finish(exit_code=1)       # the run failed: W&B marks it so
         if own and dist.is_initialized(): dist.destroy_process_group()

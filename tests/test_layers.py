@@ -19,7 +19,7 @@ LAYERS = {
     # tiny_lm is the language model `activations` loads by name; report draws the evaluation a run ends with
     "data": ["tiny_lm", "activations", "evaluate", "report", "lm_eval", "sources"],
     "scale": ["distributed", "run"],   # run: `switch-sae train` in one process or many
-    "tools": ["geometry", "inspector", "bench", "scaling", "sweep", "course_solutions", "course", "interop", "saelens"],
+    "tools": ["geometry", "inspector", "dashboard", "bench", "scaling", "sweep", "course_solutions", "course", "interop", "saelens"],
     "api": ["__init__"],          # the package root: `import switch_sae` gives the public names, nothing imports it
     "cli": ["cli"],               # the command line, on top of everything, imported by nothing
 }
