@@ -5,6 +5,7 @@
 # %% ../nbs/11_activations.ipynb 3
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -346,8 +347,8 @@ def _save_shard(path: Path, i: int, acts: np.ndarray, n_rows: int, toks: list) -
     np.save(path / f"tokens_{i:05d}.npy", np.array(toks, dtype=np.int32))
     return dict(acts=f.name, tokens=f"tokens_{i:05d}.npy", n_tokens=n_rows)
 
-def cache_activations(store, path, n_tokens: int, shard_tokens: int = 2**20) -> dict:
-    "Write `n_tokens` activations of `store` (or of `ActivationStore(cfg)`) to shards under `path`; returns the manifest."
+def _write_cache(store, path, n_tokens: int, shard_tokens: int = 2**20) -> dict:
+    "`cache_activations`, for a process that holds the cache's lock."
     if isinstance(store, ActivationConfig): store = ActivationStore(store)
     cfg, path, per_ctx = store.cfg, Path(path), store.tokens_per_ctx
     man = read_manifest(path)
@@ -381,6 +382,25 @@ def cache_activations(store, path, n_tokens: int, shard_tokens: int = 2**20) -> 
     tmp_f = path / (MANIFEST + ".tmp")  # written last, and atomically: no manifest, no cache
     tmp_f.write_text(json.dumps(man, indent=1)); tmp_f.replace(path / MANIFEST)
     return man
+
+# %% ../nbs/11_activations.ipynb
+@contextlib.contextmanager
+def _cache_lock(path: Path):
+    "Hold an exclusive lock on the cache folder `path` (a `.<name>.lock` file beside it); wait, saying so, if another holds it."
+    try: import fcntl
+    except ImportError: yield; return          # no POSIX locks (Windows): one process at a time is up to the user
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"waiting for another process that is writing the activation cache {path} ...", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+def cache_activations(store, path, n_tokens: int, shard_tokens: int = 2**20) -> dict:
+    "Write `n_tokens` activations of `store` (or of `ActivationStore(cfg)`) to shards under `path`; returns the manifest."
+    with _cache_lock(Path(path)): return _write_cache(store, path, n_tokens, shard_tokens)
 
 # %% ../nbs/11_activations.ipynb
 class CachedActivations:

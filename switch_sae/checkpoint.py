@@ -47,6 +47,8 @@ def load_state(sae, sd: Dict[str, torch.Tensor], where: str):
     "Load the state dict `sd` (read from `where`) into `sae`, naming any tensor missing, unexpected or misshapen."
     own = sae.state_dict()
     if "act_scale" not in sd: sd = {**sd, "act_scale": torch.ones_like(own["act_scale"])}   # saved before the scale existed
+    if "expert_bias" in own and "expert_bias" not in sd:   # a layout without the routing bias (08b): no bias
+        sd = {**sd, "expert_bias": torch.zeros_like(own["expert_bias"])}
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     if missing or extra:
         raise CheckpointError(f"{where} does not match a {type(sae).__name__}: missing {missing}, unexpected {extra}.")
@@ -101,10 +103,16 @@ _REF_NAMES = {"W_enc": "encoder.weight", "W_dec": "decoder", "W_router": "router
 @patch
 def to_reference_state_dict(self: SAEBase) -> Dict[str, torch.Tensor]:
     """The parameters under the reference code's names (amudide/switch_sae, dictionary_learning), with `act_scale`
-    folded in so that the result takes and returns raw activations (the reference layout has no scale)."""
+    folded in so that the result takes and returns raw activations (the reference layout has no scale, and no routing
+    bias: a model whose `expert_bias` (08b) is not zero routes differently there, so it is refused)."""
+    if hasattr(self, "expert_bias") and bool(self.expert_bias.any()):
+        raise ValueError("the reference layout has no routing bias, and this SAE's expert_bias (balance="
+                         f"{self.cfg.balance!r}) is not zero: the reference code would route its tokens to other experts. "
+                         "Save it with save_pretrained, or export it to SAELens (which keeps the bias).")
     s = self.act_scale.detach()
     fold = dict(W_enc=s, W_router=s, W_dec=1 / s, b_dec=1 / s, b_router=1 / s, b_enc=torch.ones_like(s))
-    return {_REF_NAMES[k]: (v.detach() * fold[k]).clone() for k, v in self.state_dict().items() if k != "act_scale"}
+    return {_REF_NAMES[k]: (v.detach() * fold[k]).clone() for k, v in self.state_dict().items()
+            if k not in ("act_scale", "expert_bias")}
 
 @patch(cls_method=True)
 def from_reference_state_dict(cls: SAEBase, sd: Dict[str, torch.Tensor], cfg: SwitchSAEConfig) -> SAEBase:

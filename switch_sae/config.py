@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 # %% auto 0
-__all__ = ['DTYPES', 'CHECKS', 'SwitchSAEConfig', 'ARCHS', 'PRESETS', 'check_types', 'preset']
+__all__ = ['DTYPES', 'CHECKS', 'SwitchSAEConfig', 'ARCHS', 'BALANCES', 'PRESETS', 'check_types', 'preset']
 
 # %% ../nbs/00_config.ipynb
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -27,7 +27,11 @@ class SwitchSAEConfig:
     shared_expert: bool = False  # variant: the last expert is on for every token; the router picks among the other E - 1
     top_e: int = 1             # variant: route each token to its top_e experts; its k latents are chosen among theirs
     lb_alpha: float = 0.1      # weight of the load-balancing loss, L = L2 + lb_alpha * d_in * L_lb in the SAE's units (02_losses)
+    balance: str = "loss"      # balance experts by the lb loss ("loss"), by a routing bias ("bias", 08b), or "both"
+    bias_rate: float = 1e-3    # balance "bias"/"both": the step of an expert's routing bias per training step
+    auxk_alpha: float = 0.0    # AuxK (08b): weight of the loss that trains dead latents on the residual (Gao et al.: 1/32)
     normalize: bool = True     # train on activations scaled to mean squared norm d_in (factor from the first batch, kept in the model)
+    scale_batches: int = 1     # > 1: `train` estimates that factor over the stream's first scale_batches batches (07_train)
     lr: Optional[float] = None # Adam's learning rate; None: 2e-4 / sqrt(n_latents / 2**14), the paper's rule
     beta1: float = 0.9
     beta2: float = 0.999
@@ -55,6 +59,7 @@ class SwitchSAEConfig:
     expert_size = property(lambda self: self.n_latents // self.n_experts if self.arch == "switch" else self.n_latents)
     n_routed_experts = property(lambda self: self.n_experts - self.shared_expert if self.arch == "switch" else 1)
     lr_value = property(lambda self: self.lr if self.lr is not None else 2e-4 / math.sqrt(self.n_latents / 2**14))
+    lb_weight = property(lambda self: 0.0 if self.balance == "bias" else self.lb_alpha)   # the lb loss's weight in use (08b)
     torch_dtype = property(lambda self: DTYPES[self.dtype])
     torch_device = property(lambda self: torch.device(self.device if self.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -154,6 +159,18 @@ def _check_optimisation(cfg: SwitchSAEConfig) -> None:
     _require(cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}.")
 
 # %% ../nbs/00b_config_checks.ipynb 26
+BALANCES = ("loss", "bias", "both")
+
+def _check_remedies(cfg: SwitchSAEConfig) -> None:
+    "`balance`, `bias_rate`, `auxk_alpha` and `scale_batches` lie in their ranges, on a model they support."
+    _require(cfg.balance in BALANCES, f"balance must be one of {BALANCES}, got {cfg.balance!r}.")
+    _require(cfg.bias_rate > 0 and cfg.auxk_alpha >= 0 and cfg.scale_batches > 0, f"bias_rate must be > 0, auxk_alpha >= 0 "
+             f"and scale_batches > 0, got {cfg.bias_rate}, {cfg.auxk_alpha}, {cfg.scale_batches}.")
+    _require((cfg.auxk_alpha == 0 and cfg.balance == "loss") or cfg.top_e == 1 and not cfg.shared_expert and
+             (cfg.arch == "switch" or cfg.balance == "loss"), f"auxk_alpha > 0 needs top_e=1 and no shared expert, and "
+             f"balance={cfg.balance!r} needs experts: use arch='switch', top_e=1, shared_expert=False, or auxk_alpha=0, balance='loss'.")
+
+# %% ../nbs/00b_config_checks.ipynb 29
 def _check_warnings(cfg: SwitchSAEConfig) -> None:
     "`collapse_share` and `dead_warn_frac` are fractions."
     _require(0 <= cfg.collapse_share < 1, f"collapse_share must lie in [0, 1) (a fraction of an expert's fair share "
@@ -161,7 +178,7 @@ def _check_warnings(cfg: SwitchSAEConfig) -> None:
     _require(0 <= cfg.dead_warn_frac <= 1, f"dead_warn_frac must lie in [0, 1] (a fraction of the latents; 1 turns the "
              f"dead-latent warning off), got {cfg.dead_warn_frac}.")
 
-# %% ../nbs/00b_config_checks.ipynb 29
+# %% ../nbs/00b_config_checks.ipynb 32
 def _valid_device(s):
     try: torch.device(s); return True
     except (RuntimeError, TypeError): return False
@@ -171,14 +188,15 @@ def _check_device(cfg: SwitchSAEConfig) -> None:
     _require(cfg.device == "auto" or _valid_device(cfg.device),
              f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}.")
 
-# %% ../nbs/00b_config_checks.ipynb 32
+# %% ../nbs/00b_config_checks.ipynb 35
 CHECKS[:] = [check_types, _check_counts, _check_choices, _check_experts, _check_k, _check_optimisation,
-             _check_warnings, _check_device]
+             _check_warnings, _check_device, _check_remedies]
 
-# %% ../nbs/00b_config_checks.ipynb 38
+# %% ../nbs/00b_config_checks.ipynb 41
 PRESETS = {
     "synthetic": {},
-    "lm": dict(n_latents=4096, n_experts=8, k=16, steps=3000, batch_size=1024, log_every=50, ckpt_every=500),
+    "lm": dict(n_latents=4096, n_experts=8, k=16, steps=3000, batch_size=1024, log_every=50, ckpt_every=500,
+               scale_batches=100),
 }
 
 def preset(name: str, **overrides) -> SwitchSAEConfig:
@@ -186,7 +204,7 @@ def preset(name: str, **overrides) -> SwitchSAEConfig:
     if name not in PRESETS: raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}.")
     return SwitchSAEConfig(**{**PRESETS[name], **overrides})
 
-# %% ../nbs/00b_config_checks.ipynb 41
+# %% ../nbs/00b_config_checks.ipynb 44
 @patch(cls_method=True)
 def from_dict(cls: SwitchSAEConfig, d: dict) -> SwitchSAEConfig:
     "Build a config from a dict, refusing unknown keys by name."

@@ -120,12 +120,12 @@ class ExpertParallelSwitchSAE(SwitchSAE):
 
 # %% ../nbs/16_distributed.ipynb
 @patch
-def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False) -> EPOutput:
-    "Route, exchange, encode and decode on the owners, exchange back; losses over the global batch."
+def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False, dead: Optional[torch.Tensor] = None) -> EPOutput:
+    "Route, exchange, encode and decode on the owners, exchange back; losses over the global batch (`dead`: AuxK, 08b)."
     flat = self.scale_in(x)                                   # in the SAE's units, as in one process
     cfg, eg = self.cfg, self.group
     world, E, n_local, d = eg.world_size, cfg.n_experts, self.n_local_experts, cfg.d_in
-    routing = route(flat, self.W_router, self.b_router, cfg.heaviside)
+    routing = route(flat, self.W_router, self.b_router, cfg.heaviside, getattr(self, "expert_bias", None))
     groups = group_by_expert(routing.expert, E)
     global_counts = eg.all_reduce(torch.cat([groups.counts, groups.counts.new_tensor([len(flat)])]), "stats")  # [E + 1]
     load, n_global = global_counts[:E], int(global_counts[E])
@@ -138,8 +138,12 @@ def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False)
     local_expert = torch.repeat_interleave(torch.arange(n_local, device=flat.device).repeat(world), recv_counts.reshape(-1),
                                            output_size=len(received))
     local_groups = group_by_expert(local_expert, n_local)
-    args = (received, self.W_enc, local_groups, local_expert, cfg.k, self.backend)
+    k_aux, aux_scale = (0, 0.0) if dead is None else self.auxk_size(dead)   # the same on every rank
+    args = (received, self.W_enc, local_groups, local_expert, cfg.k, self.backend, None, dead, k_aux)
     values, latent_idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)   # latent_idx: local latent indices
+    if k_aux:   # AuxK (08b): the dead latents' codes decode on the owner, and travel back like the reconstruction
+        aux_dec = F.embedding_bag(latent_idx[:, cfg.k:], self.W_dec, per_sample_weights=F.relu(values[:, cfg.k:]).to(self.W_dec.dtype), mode="sum")
+        values, latent_idx = values[:, :cfg.k], latent_idx[:, :cfg.k]
     acts = F.relu(values)
     decoded = F.embedding_bag(latent_idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")   # [T, d]
     self._owner_codes = (acts.detach(), latent_idx)
@@ -153,16 +157,21 @@ def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False)
             top_idx = eg.exchange(latent_idx + self.latent_lo, recv, send, "fwd_codes")[groups.inverse]
     # --- losses: this rank's terms, normalised by the global batch; values all-reduced ---
     sse = (flat - x_hat).pow(2).sum()
+    aux_part = sse.new_zeros(())
+    if k_aux:
+        e_hat = Exchange.apply(aux_dec, eg, recv, send, "fwd_aux", "bwd_aux")[groups.inverse] * routing.gate[:, None].detach().to(aux_dec.dtype)
+        aux_part = aux_scale * (flat - x_hat.detach() - e_hat).pow(2).sum() / n_global
     l2_part = sse / n_global
     token_frac = load.to(routing.probs.dtype) / n_global
     lb_part = E * (token_frac * routing.probs.sum(0)).sum() / n_global
     x64 = flat.detach().double()
     stats = torch.cat([torch.stack([l2_part.detach().double(), lb_part.detach().double(), sse.detach().double()]),
-                       x64.sum(0), x64.pow(2).sum()[None]])
+                       x64.sum(0), x64.pow(2).sum()[None], aux_part.detach().double()[None]])
     eg.all_reduce(stats, "loss")
     l2 = GlobalValue.apply(l2_part, stats[0].to(l2_part.dtype))
     lb = GlobalValue.apply(lb_part, stats[1].to(lb_part.dtype))
-    total = total_loss(l2, lb, cfg.lb_alpha, d)
+    total = total_loss(l2, lb, cfg.lb_weight, d)
+    if k_aux: total = total + cfg.auxk_alpha * GlobalValue.apply(aux_part, stats[-1].to(aux_part.dtype))
     sst = stats[3 + d] - stats[3:3 + d].pow(2).sum() / n_global
     fve = (1 - stats[2] / sst).float()
     enc = EncoderOutput(top_acts, top_idx, routing.expert, routing.probs)
@@ -262,8 +271,9 @@ def write_shard_files(self: ExpertParallelSwitchSAE, path):
     save_tensors({"W_enc": self.W_enc, "W_dec": self.W_dec}, path / shard_name("model", eg.rank, eg.world_size),
                  {"arch": "switch", "latents": f"{self.latent_lo}:{self.latent_hi}"})
     if not eg.is_main: return
-    save_tensors({"b_dec": self.b_dec, "W_router": self.W_router, "b_router": self.b_router, "act_scale": self.act_scale},
-                 path / "replicated.safetensors", {"arch": "switch"})
+    rep = {"b_dec": self.b_dec, "W_router": self.W_router, "b_router": self.b_router, "act_scale": self.act_scale}
+    if hasattr(self, "expert_bias"): rep["expert_bias"] = self.expert_bias   # aux-loss-free balancing (08b)
+    save_tensors(rep, path / "replicated.safetensors", {"arch": "switch"})
     atomic_write_text(path / "cfg.json", json.dumps({**self.cfg.to_dict(), "switch_sae_version": __version__}, indent=2))
     rows = self.n_local_latents
     shards = [dict(file=shard_name("model", r, eg.world_size), latents=[r * rows, (r + 1) * rows]) for r in range(eg.world_size)]

@@ -9,7 +9,7 @@ import torch
 from .topk import SAEBase
 
 # %% auto 0
-__all__ = ['evaluate_reconstruction']
+__all__ = ['evaluate_reconstruction', 'dead_by_expert']
 
 # %% ../nbs/08_evaluate.ipynb
 @torch.no_grad()
@@ -39,3 +39,12 @@ def evaluate_reconstruction(sae: SAEBase, batches: Iterable[torch.Tensor]) -> Di
     return dict(fve=1 - err / e_var.sum().item(), mse=err / n, l0=l0 / n, dead_frac=1 - fired.float().mean().item(),
                 expert_load=f.tolist(), expert_fve=expert_fve.tolist(), lb_loss=(E * (f * P).sum()).item(),
                 router_entropy=ent / n, act_scale=sae.act_scale.item(), tokens=n)
+
+# %% ../nbs/08b_dead_latents_and_balance.ipynb 20
+from typing import List
+
+def dead_by_expert(tr) -> List[float]:
+    "Each expert's fraction of latents silent for the last min(dead_tokens, tokens seen) tokens, in the `Trainer` `tr`."
+    window = min(tr.cfg.dead_tokens, max(tr.tokens, 1))
+    dead = (tr.tokens_since_fired >= window).view(-1, tr.cfg.expert_size).double().mean(1)
+    return tr.group.all_gather_rows(dead).tolist()   # every process's experts

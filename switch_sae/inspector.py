@@ -245,7 +245,8 @@ def expert_summary(self: Inspector, expert: int, codes: Optional[TextCodes] = No
     if codes is not None and len(codes.tokens): text_load = float((codes.expert == expert).float().mean())
     return dict(expert=expert, load=float(self.load[expert]), text_load=text_load, n_tokens=n_mine,
                 mean_gate=float(self.sample.gate[mine].mean()) if n_mine else float("nan"),
-                tokens=tokens, latents=latents, dead=int((counts == 0).sum()))
+                tokens=tokens, latents=latents, dead=int((counts == 0).sum()),
+                bias=float(self.sae.expert_bias[expert]) if hasattr(self.sae, "expert_bias") else None)   # routing bias (08b)
 
 # %% ../nbs/15_inspector.ipynb
 @patch
@@ -343,7 +344,8 @@ def html_expert(s: dict, colors: Sequence[str]) -> str:
     return (f'<div class="ssae-expert-panel"><h4 style="margin:2px 0;color:{colors[e]}">Expert {e}</h4>'
             f'load {s["load"]:.1%} of the sample{text_load} (uniform: {1 / len(colors):.1%}); '
             f'mean router p of its tokens {s["mean_gate"]:.2f}; {s["dead"]} latents never fire on the sample'
-            f'<div style="margin-top:4px"><b>tokens it gets most often</b> <small>(share: of all occurrences of the token)</small>'
+            + (f'; routing bias {s["bias"]:+.3f} (added to its probability to choose it)' if s.get("bias") is not None else '')
+            + f'<div style="margin-top:4px"><b>tokens it gets most often</b> <small>(share: of all occurrences of the token)</small>'
             f'<br>{toks}</div><div style="margin-top:4px"><b>top latents</b></div>{lat}</div>')
 
 def html_latent(s: dict, codes: Optional[TextCodes], colors: Sequence[str]) -> str:

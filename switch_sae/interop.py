@@ -161,6 +161,7 @@ def saelens_state_dict(sae: SwitchSAE) -> Dict[str, torch.Tensor]:
     _plain_switch(sae, "SAELens's 'switch' architecture")
     s = sae.act_scale.detach()
     sd = dict(W_enc=sae.W_enc.T, W_dec=sae.W_dec, b_dec=sae.b_dec / s, W_router=(sae.W_router * s).T, b_router=sae.b_router / s)
+    if hasattr(sae, "expert_bias"): sd["expert_bias"] = sae.expert_bias   # the routing bias (08b): it picks the expert only
     return {k: v.detach().contiguous().clone() for k, v in sd.items()}
 
 def saelens_config(sae: SwitchSAE, hook_name: str, model_name: str, context_size: Optional[int] = None,
@@ -171,7 +172,7 @@ def saelens_config(sae: SwitchSAE, hook_name: str, model_name: str, context_size
                 hook_name=hook_name, hook_head_index=None, context_size=context_size, prepend_bos=prepend_bos,
                 switch_sae_version=__version__)
     return dict(architecture="switch", d_in=c.d_in, d_sae=c.n_latents, k=c.k, n_experts=c.n_experts, heaviside=c.heaviside,
-                dtype=str(sae.W_dec.dtype).removeprefix("torch."), device="cpu", apply_b_dec_to_input=True,
+                routing_bias=hasattr(sae, "expert_bias"), dtype=str(sae.W_dec.dtype).removeprefix("torch."), device="cpu", apply_b_dec_to_input=True,
                 normalize_activations="none", reshape_activations="none", metadata=meta)
 
 def save_saelens(sae: SwitchSAE, out, hook_name: str, model_name: str, context_size: Optional[int] = None,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_router.ipynb 3
 from __future__ import annotations
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
@@ -17,11 +17,13 @@ class Routing(NamedTuple):
     expert: torch.Tensor  # [B] argmax expert of each token
     gate: torch.Tensor    # [B] the scale of the expert's output: p_expert, or 1 (heaviside)
 
-def route(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor, heaviside: bool = False) -> Routing:
-    "Top-1 routing of `x` [B, d] among E experts; `W_router` [E, d], `b_router` [d]."
+def route(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor, heaviside: bool = False,
+          bias: Optional[torch.Tensor] = None) -> Routing:
+    "Top-1 routing of `x` [B, d] among E experts; `W_router` [E, d], `b_router` [d]; `bias` [E] (08b) only shifts the choice."
     with torch.autocast(x.device.type, enabled=False):   # E*d FLOPs per token: keep the choice in full precision
         probs = F.softmax((x - b_router).to(W_router.dtype) @ W_router.T, dim=-1)
     gate, expert = probs.max(dim=-1)
+    if bias is not None: expert = (probs + bias).argmax(-1); gate = probs.gather(1, expert[:, None])[:, 0]
     if heaviside: gate = torch.ones_like(gate)
     return Routing(probs, expert, gate)
 

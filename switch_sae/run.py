@@ -16,6 +16,7 @@ from .args import add_dataclass_args, given_args
 from .data import SyntheticConfig
 from .files import CheckpointError, atomic_write_text
 from .checkpoint import load_sae
+from .evaluate import dead_by_expert
 from .group import ExpertGroup
 from .train import train, prepare_out_dir, NonFiniteError, BatchTooLargeError
 from .activations import ActivationConfig, ActivationStore, cache_activations
@@ -289,13 +290,14 @@ def run_train(args, eg: Optional[ExpertGroup] = None) -> Optional[dict]:
                   f"activations for {cfg.steps} steps of {cfg.batch_size}{where}; writing to {out}", flush=True)
         model = ExpertParallelSwitchSAE(cfg, eg) if parallel else None
         tr = _train_or_exit(cfg, run_batches(args, cfg, src, eg), out, args, model, log)
+        dead_train = (tr.dead_frac(), dead_by_expert(tr))   # the training counter's dead latents (collectives: every rank)
         eg.barrier()
         metrics = None
         if eg.is_main:
             launch = f"torchrun --nproc-per-node {eg.world_size} -m switch_sae.cli " if parallel else "switch-sae "
             if parallel:   # the shards merged, evaluated as one process would
                 tr = SimpleNamespace(model=load_sae(out, device=cfg.device), step=tr.step, tokens=tr.tokens,
-                                     seconds=tr.seconds, history=tr.history)
+                                     seconds=tr.seconds, history=tr.history, dead_train=dead_train)
             metrics = finish_run(out, tr, src, cfg, launch + " ".join(args.argv))
             print(json.dumps(round_metrics(metrics)))
             print(f"wrote {out}/report.md")

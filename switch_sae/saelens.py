@@ -29,6 +29,7 @@ class SwitchSAELensConfig(SAEConfig):
     k: int = 32
     n_experts: int = 8
     heaviside: bool = False   # scale the expert's output by 1 instead of the router probability
+    routing_bias: bool = False  # an `expert_bias` [n_experts] added to the probabilities to choose the expert only
 
     @classmethod
     def architecture(cls) -> str: return "switch"
@@ -61,6 +62,7 @@ class SwitchSAELens(SAE[SwitchSAELensConfig]):
         kw = dict(dtype=self.dtype, device=self.device)
         self.W_router = nn.Parameter(torch.zeros(self.cfg.d_in, self.cfg.n_experts, **kw))
         self.b_router = nn.Parameter(torch.zeros(self.cfg.d_in, **kw))
+        if self.cfg.routing_bias: self.expert_bias = nn.Parameter(torch.zeros(self.cfg.n_experts, **kw), requires_grad=False)
 
     @property
     def expert_size(self) -> int: return self.cfg.d_sae // self.cfg.n_experts
@@ -70,7 +72,7 @@ class SwitchSAELens(SAE[SwitchSAELensConfig]):
         x = sae_in + self.b_dec * self.cfg.apply_b_dec_to_input      # the router sees x - b_router
         logits = self.hook_router_logits((x - self.b_router) @ self.W_router)
         probs = self.hook_router_probs(logits.softmax(-1))
-        expert = self.hook_router_expert(probs.argmax(-1))
+        expert = self.hook_router_expert((probs + self.expert_bias if self.cfg.routing_bias else probs).argmax(-1))
         gate = torch.ones_like(probs[:, 0]) if self.cfg.heaviside else probs.gather(-1, expert[:, None])[:, 0]
         return expert, gate
 

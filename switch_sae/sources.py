@@ -11,7 +11,7 @@ from .config import SwitchSAEConfig, preset
 from .args import dataclass_from_args
 from .data import SyntheticConfig, SyntheticData, feature_recovery, routing_purity
 from .files import atomic_write_text
-from .evaluate import evaluate_reconstruction
+from .evaluate import evaluate_reconstruction, dead_by_expert
 from .report import plot_training, plot_expert_load, plot_lm_eval, write_report
 from .activations import (ActivationConfig, ActivationStore, CachedActivations, cache_activations,
                                     load_lm, text_stream, token_contexts)
@@ -125,6 +125,7 @@ def finish_run(out: Path, tr, src, cfg: SwitchSAEConfig, command: str) -> dict:
     m = src.evaluate(tr.model)
     m["eval_tokens"] = m.pop("tokens")
     m.update(steps=tr.step, tokens=tr.tokens, seconds=round(tr.seconds, 2))
+    m["dead_frac_train"], m["dead_frac_train_by_expert"] = getattr(tr, "dead_train", None) or (tr.dead_frac(), dead_by_expert(tr))
     atomic_write_text(out / "metrics.json", json.dumps(m, indent=2))
     plot_training(tr.history, out / "training.png")
     plot_expert_load(m["expert_load"], out / "expert_load.png")

@@ -10,19 +10,20 @@ from pathlib import Path
 from typing import Dict, List, Optional
 import torch
 from .config import SwitchSAEConfig
-from .train import train
+from .train import train, NonFiniteError
 from .activations import (ActivationConfig, ActivationStore, CachedActivations, cache_activations, load_lm,
                                     text_stream, token_contexts)
 from .lm_eval import evaluate_lm
+from .evaluate import dead_by_expert
 from .geometry import duplicated_features, nearest_neighbours
 from .args import add_dataclass_args, given_args
 from .files import atomic_write_text
 
 # %% auto 0
-__all__ = ['DEFAULT_LB_ALPHA', 'GRIDS', 'COLUMNS', 'AUTHORS_LB_RATIO', 'RunSpec', 'flops_per_token', 'run_id', 'best_lr',
-           'grid_runs', 'in_shard', 'SweepData', 'read_sweep_csv', 'write_sweep_csv', 'merge_shards', 'lb_ratio',
-           'run_one', 'sweep', 'sweep_verdicts', 'lb_verdicts', 'plot_lb', 'repro_verdicts', 'plot_repro', 'plot_sweep',
-           'sweep_parser', 'sweep_main']
+__all__ = ['DEFAULT_LB_ALPHA', 'GRIDS', 'COLUMNS', 'AUTHORS_LB_RATIO', 'RunSpec', 'flops_per_token', 'run_id', 'lr_trials',
+           'best_lr', 'grid_runs', 'in_shard', 'SweepData', 'read_sweep_csv', 'write_sweep_csv', 'merge_shards',
+           'lb_ratio', 'run_one', 'sweep', 'sweep_verdicts', 'lb_verdicts', 'plot_lb', 'repro_verdicts', 'plot_repro',
+           'plot_sweep', 'sweep_parser', 'sweep_main']
 
 # %% ../nbs/18_sweep.ipynb
 DEFAULT_LB_ALPHA = {f.name: f.default for f in dataclasses.fields(SwitchSAEConfig)}["lb_alpha"]
@@ -40,6 +41,9 @@ class RunSpec:
     heaviside: bool = False
     lr: Optional[float] = None    # None: the paper's rule 2e-4 / sqrt(N / 2^14)
     steps: Optional[int] = None   # None: the grid's steps (a learning-rate sweep runs shorter)
+    auxk_alpha: float = 0.0       # AuxK's weight (08b)
+    balance: str = "loss"         # "loss", "bias" or "both" (08b)
+    bias_rate: float = 1e-3       # the routing bias's step, with balance "bias" / "both"
 
     @property
     def variant(self) -> str:
@@ -51,7 +55,8 @@ class RunSpec:
         E = 1 if self.arch == "topk" else self.n_experts
         return SwitchSAEConfig(d_in=d_in, arch=self.arch, n_latents=self.n_latents, n_experts=E, k=self.k,
                                top_e=self.top_e, shared_expert=self.shared_expert, lb_alpha=self.lb_alpha,
-                               heaviside=self.heaviside, lr=self.lr, **{**train_kw, **({"steps": self.steps} if self.steps else {})})
+                               heaviside=self.heaviside, lr=self.lr, auxk_alpha=self.auxk_alpha,
+                               balance=self.balance, bias_rate=self.bias_rate, **{**train_kw, **({"steps": self.steps} if self.steps else {})})
 
     @property
     def lr_rule(self) -> float:
@@ -70,7 +75,8 @@ def run_id(spec: RunSpec, steps: int, batch_size: int, seed: int) -> str:
     "A name for the row of this run (what a resumed sweep skips)."
     E = 1 if spec.arch == "topk" else spec.n_experts
     lr = "" if spec.lr is None else f"-lr{spec.lr:.4g}"
-    return (f"{spec.variant}-N{spec.n_latents}-E{E}-k{spec.k}-a{spec.lb_alpha:g}{lr}"
+    extra = (f"-auxk{spec.auxk_alpha:.4g}" if spec.auxk_alpha else "") + ("" if spec.balance == "loss" else f"-{spec.balance}{spec.bias_rate:g}")
+    return (f"{spec.variant}-N{spec.n_latents}-E{E}-k{spec.k}-a{spec.lb_alpha:g}{lr}{extra}"
             f"-s{spec.steps or steps}-b{batch_size}-seed{seed}")
 
 # %% ../nbs/18_sweep.ipynb
@@ -97,25 +103,70 @@ GRIDS = {
     "repro-ci": dict(kind="repro", width_mult=2, flop_experts=(2,), width_experts=(2,), ks=(8, 4),
                      lrs=(1e-3, 4e-3), lr_k=8, lr_steps=20, steps=40, batch_size=256,
                      eval_tokens=2048, n_ctxs=32, dup_max_latents=4096),
+    # the reproduction redone with the remedies of 08b: AuxK on every model (a latent silent for 2M tokens, about
+    # 1000 steps, counts as dead), act_scale from 100 batches, learning rates bracketed (the lr sweep grows until
+    # each model's best rate has a tried rate on both sides), k = 16 first, and a control without AuxK
+    # (N = 16 Nd, E = 16, k = 16) at the same rate; no paper's-rule phase
+    "repro2": dict(kind="repro", width_mult=8, flop_experts=(2, 4, 8, 16), width_experts=(4, 8, 16), ks=(16, 32),
+                   lrs=(1e-3, 2e-3, 4e-3, 8e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
+                   eval_tokens=16384, n_ctxs=256, dup_max_latents=16384, auxk_alpha=1 / 32,
+                   train_kw=dict(scale_batches=100, dead_tokens=2_000_000), bracket=True, controls=((16, 16, 16),),
+                   rule_phase=False),
+    # the part of repro2 the issue's first test needs, first: dense TopK and FLOP-matched E = 16 at k = 16, and the
+    # control; its rows are repro2's (the same run ids), so repro2 later skips them when run into the same folder
+    "repro2-focus": dict(kind="repro", width_mult=8, flop_experts=(16,), width_experts=(), ks=(16,),
+                         lrs=(1e-3, 2e-3, 4e-3, 8e-3), lr_k=32, lr_steps=977, steps=9766, batch_size=2048,
+                         eval_tokens=16384, n_ctxs=256, dup_max_latents=16384, auxk_alpha=1 / 32,
+                         train_kw=dict(scale_batches=100, dead_tokens=2_000_000), bracket=True, controls=((16, 16, 16),),
+                         rule_phase=False),
+    # the load-balancing grid redone beside the routing bias (08b): no weight, and the bias with the loss
+    "lb2": dict(kind="lb", width_mult=16, focus_E=16, focus_k=32,
+                alphas=(0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), steps=2000, batch_size=1024,
+                eval_tokens=16384, n_ctxs=256, dup_max_latents=0, train_kw=dict(scale_batches=100),
+                bias=(("bias", 1e-3, 0.0), ("bias", 1e-2, 0.0), ("both", 1e-3, 0.03))),
+    "repro2-ci": dict(kind="repro", width_mult=2, flop_experts=(2,), width_experts=(), ks=(8,),
+                      lrs=(1e-3, 4e-3), lr_k=8, lr_steps=10, steps=20, batch_size=256, eval_tokens=2048, n_ctxs=32,
+                      dup_max_latents=0, auxk_alpha=1 / 32, train_kw=dict(scale_batches=4, dead_tokens=1024), bracket=True, controls=((2, 2, 8),),
+                      rule_phase=False),
+    "lb2-ci": dict(kind="lb", width_mult=2, focus_E=4, focus_k=8, alphas=(0.0, 0.1), steps=30, batch_size=256,
+                   eval_tokens=2048, n_ctxs=32, dup_max_latents=0, bias=(("bias", 1e-2, 0.0),)),
 }
 
 # %% ../nbs/18_sweep.ipynb
 def _repro_configs(g: dict, d: int) -> List[RunSpec]:
     "The architectures and widths of a reproduction grid: dense TopK, width-matched and FLOP-matched Switch SAEs."
     Nd = g["width_mult"] * d
-    return ([RunSpec("topk", Nd, 1, g["lr_k"])] + [RunSpec("switch", Nd, E, g["lr_k"]) for E in g["width_experts"]]
-            + [RunSpec("switch", E * Nd, E, g["lr_k"]) for E in g["flop_experts"]])
+    a = g.get("auxk_alpha", 0.0)
+    return ([RunSpec("topk", Nd, 1, g["lr_k"], auxk_alpha=a)] + [RunSpec("switch", Nd, E, g["lr_k"], auxk_alpha=a) for E in g["width_experts"]]
+            + [RunSpec("switch", E * Nd, E, g["lr_k"], auxk_alpha=a) for E in g["flop_experts"]])
 
 def _same_model(r: dict, c: RunSpec) -> bool:
     return (r["arch"], int(r["n_latents"]), int(r["n_experts"])) == (c.arch, c.n_latents, c.n_experts)
 
-def best_lr(rows: List[dict], c: RunSpec, lrs, steps: int) -> Optional[float]:
-    "The learning rate with the lowest held-out MSE among the lr-sweep rows of `c`'s model; None until all have run."
-    got = {float(r["lr"]): float(r["mse"]) for r in rows if r.get("phase") == "lr-sweep" and _same_model(r, c)
+def _mse(r: dict) -> float:
+    "A row's held-out MSE, with a diverged run (NaN) counted as infinitely bad."
+    m = float(r["mse"])
+    return m if m == m else math.inf
+
+def lr_trials(rows: List[dict], c: RunSpec, lrs, steps: int, bracket: bool = False, factor: float = 2.0,
+              max_ext: int = 4) -> tuple:
+    """(rates to try, best rate or None until they have all run, whether the best lies strictly inside them) for the
+    lr sweep of `c`'s model. With `bracket`, a best rate at the edge adds the next rate beyond it (x `factor`),
+    up to `max_ext` times, so that the optimum ends with a tried rate on both sides."""
+    got = {float(r["lr"]): _mse(r) for r in rows if r.get("phase") == "lr-sweep" and _same_model(r, c)
            and int(r["k"]) == c.k and int(r["steps"]) == steps}
     want = sorted(set(lrs) | {c.lr_rule})
-    if not all(any(math.isclose(lr, g, rel_tol=1e-3) for g in got) for lr in want): return None
-    return min(got, key=got.get)
+    for ext in range(max_ext + 1):
+        have = [next((g for g in got if math.isclose(lr, g, rel_tol=1e-3)), None) for lr in want]
+        if None in have: return want, None, False
+        i = min(range(len(want)), key=lambda j: got[have[j]])
+        inside = 0 < i < len(want) - 1
+        if inside or not bracket or ext == max_ext: return want, have[i], inside
+        want = sorted(want + [want[-1] * factor if i == len(want) - 1 else want[0] / factor])
+
+def best_lr(rows: List[dict], c: RunSpec, lrs, steps: int, bracket: bool = False) -> Optional[float]:
+    "The learning rate with the lowest held-out MSE among the lr-sweep rows of `c`'s model; None until all have run."
+    return lr_trials(rows, c, lrs, steps, bracket)[1]
 
 # %% ../nbs/18_sweep.ipynb
 def grid_runs(name: str, d: int, rows: List[dict] = ()) -> List[RunSpec]:
@@ -127,14 +178,18 @@ def grid_runs(name: str, d: int, rows: List[dict] = ()) -> List[RunSpec]:
     runs = []
     if kind == "lb":
         runs = [RunSpec("switch", Nd, g["focus_E"], g["focus_k"], lb_alpha=a) for a in g["alphas"]]
+        runs += [RunSpec("switch", Nd, g["focus_E"], g["focus_k"], lb_alpha=a, balance=b, bias_rate=u) for b, u, a in g.get("bias", ())]
     elif kind == "repro":
         cs = _repro_configs(g, d)
+        trials = {c: lr_trials(rows, c, g["lrs"], g["lr_steps"], g.get("bracket", False)) for c in cs}
         for c in cs:                                              # 1. the learning-rate sweep, short runs
-            runs += [dataclasses.replace(c, lr=lr, steps=g["lr_steps"]) for lr in sorted(set(g["lrs"]) | {c.lr_rule})]
-        best = {c: best_lr(rows, c, g["lrs"], g["lr_steps"]) for c in cs}
+            runs += [dataclasses.replace(c, lr=lr, steps=g["lr_steps"]) for lr in trials[c][0]]
+        best = {c: trials[c][1] for c in cs}
         for k in g["ks"]:                                         # 2. every model at its best rate, the full length
             runs += [dataclasses.replace(c, k=k, lr=best[c]) for c in cs if best[c] is not None]
-        runs += [dataclasses.replace(c, lr=c.lr_rule) for c in cs]   # 3. the paper's rule at the full length
+            runs += [dataclasses.replace(c, k=k, lr=best[c], auxk_alpha=0.0) for c in cs if best[c] is not None   # controls:
+                     and c.arch == "switch" and (c.n_latents // Nd, c.n_experts, k) in g.get("controls", ())]       # no AuxK
+        if g.get("rule_phase", True): runs += [dataclasses.replace(c, lr=c.lr_rule) for c in cs]   # 3. the paper's rule
     else:
         E0, k0 = g["focus_E"], g["focus_k"]
         for k in g["ks"]:                                         # the frontiers
@@ -193,10 +248,12 @@ class SweepData:
 
 # %% ../nbs/18_sweep.ipynb
 COLUMNS = ("run_id", "grid", "phase", "arch", "variant", "matching", "n_experts", "top_e", "shared_expert", "k", "n_latents",
-           "expert_size", "lb_alpha", "lb_ratio", "heaviside", "lr", "lr_rule", "act_scale", "flops_per_token", "steps",
+           "expert_size", "lb_alpha", "balance", "bias_rate", "auxk_alpha", "lb_ratio", "heaviside", "lr", "lr_rule",
+           "lr_tried", "lr_bracketed", "act_scale", "flops_per_token", "steps",
            "batch_size", "tokens", "seed",
            "train_seconds", "train_cpu_seconds", "fve", "mse", "l0", "ce_loss_recovered", "delta_ce", "kl", "dead_frac",
-           "max_expert_load", "router_entropy", "dup_frac", "best_cos_across", "model", "hook", "device", "threads", "load_before")
+           "dead_frac_heldout", "eval_tokens", "dead_frac_train", "dead_frac_train_max_expert", "max_expert_load", "router_entropy",
+           "dup_frac", "best_cos_across", "model", "hook", "device", "threads", "load_before")
 
 def read_sweep_csv(path) -> List[dict]:
     "The rows of a sweep CSV, as dicts of strings ([] when there is no file)."
@@ -232,14 +289,26 @@ def lb_ratio(history: List[dict], tail: float = 0.1) -> float:
 
 # %% ../nbs/18_sweep.ipynb
 def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: int, device: str, base_n: int,
-            dup_max_latents: int, grid: str = "", phase: str = "") -> dict:
-    "Train one SAE of the sweep on `data`, evaluate it, and return its CSV row."
+            dup_max_latents: int, grid: str = "", phase: str = "", train_kw: Optional[dict] = None,
+            extra: Optional[dict] = None) -> dict:
+    """Train one SAE of the sweep on `data`, evaluate it, and return its CSV row (`extra`: more columns). A run whose
+    loss turns NaN gets a row with MSE inf (so a learning-rate sweep counts it as the worst rate)."""
     steps = spec.steps or steps
     cfg = spec.sae_config(data.d, steps=steps, batch_size=batch_size, seed=seed, device=device, ckpt_every=0,
-                          log_every=max(1, steps // 100))
+                          log_every=max(1, steps // 100), **(train_kw or {}))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     c0 = time.process_time()
-    tr = train(cfg, data.batches, progress=False)
+    ident = dict(run_id=run_id(spec, steps, batch_size, seed), grid=grid, phase=phase, arch=cfg.arch, variant=spec.variant,
+                 n_experts=cfg.n_experts, top_e=cfg.top_e, shared_expert=int(cfg.shared_expert), k=cfg.k, n_latents=cfg.n_latents,
+                 expert_size=cfg.expert_size, lb_alpha=cfg.lb_alpha, balance=cfg.balance, bias_rate=cfg.bias_rate,
+                 auxk_alpha=cfg.auxk_alpha, heaviside=int(cfg.heaviside), lr=cfg.lr_value, lr_rule=spec.lr_rule,
+                 batch_size=batch_size, seed=seed, **{"lr_tried": "", "lr_bracketed": "", **(extra or {})})
+    try: tr = train(cfg, data.batches, progress=False)
+    except NonFiniteError as e:
+        print(f"{ident['run_id']} diverged: {e}")
+        nan = float("nan")
+        return {k: _fmt(v) for k, v in dict(ident, steps=0, tokens=0, train_seconds=0.0, train_cpu_seconds=time.process_time() - c0,
+                                             mse=math.inf, fve=nan, l0=nan, ce_loss_recovered=nan, load_before=load).items()}
     cpu = time.process_time() - c0
     m = data.evaluate(tr.model)
     E_r = cfg.n_routed_experts
@@ -250,14 +319,13 @@ def run_one(spec: RunSpec, data: SweepData, steps: int, batch_size: int, seed: i
         cos = nearest_neighbours(W_dec, cfg.n_experts).across_cos.mean().item()
     matching = ("baseline" if cfg.arch == "topk" else "width" if cfg.n_latents == base_n
                 else "flop" if cfg.expert_size == base_n else "-")
-    row = dict(run_id=run_id(spec, steps, batch_size, seed), grid=grid, phase=phase, arch=cfg.arch, variant=spec.variant,
-               matching=matching, n_experts=cfg.n_experts, top_e=cfg.top_e, shared_expert=int(cfg.shared_expert), k=cfg.k,
-               n_latents=cfg.n_latents, expert_size=cfg.expert_size, lb_alpha=cfg.lb_alpha, heaviside=int(cfg.heaviside),
-               lb_ratio=lb_ratio(tr.history) if cfg.arch == "switch" else float("nan"), lr=cfg.lr_value,
+    row = dict(ident, matching=matching, lb_ratio=lb_ratio(tr.history) if cfg.arch == "switch" else float("nan"), lr=cfg.lr_value,
                lr_rule=spec.lr_rule, act_scale=tr.model.act_scale.item(),
                flops_per_token=flops_per_token(cfg), steps=tr.step, batch_size=batch_size, tokens=tr.tokens, seed=seed,
                train_seconds=tr.seconds, train_cpu_seconds=cpu, fve=m["fve"], mse=m["mse"], l0=m["l0"], ce_loss_recovered=m["ce_loss_recovered"],
                delta_ce=m["delta_ce"], kl=m["kl"], dead_frac=m["dead_frac"],
+               dead_frac_heldout=m["dead_frac"], eval_tokens=m.get("tokens", ""), dead_frac_train=tr.dead_frac(),
+               dead_frac_train_max_expert=max(dead_by_expert(tr)),
                max_expert_load=max(m["expert_load"]) * E_r, router_entropy=m["router_entropy"], dup_frac=dup, best_cos_across=cos,
                model=data.act.model, hook=data.act.hook_name, device=str(tr.model.W_dec.device),
                threads=torch.get_num_threads(), load_before=load)
@@ -270,8 +338,18 @@ def _expected_runs(grid: str, d: int, rows: List[dict], shard=None) -> int:
     runs = [s for s in grid_runs(grid, d, rows) if in_shard(s, models, shard)]
     if g.get("kind") != "repro": return len(runs)
     cs = [c for c in _repro_configs(g, d) if in_shard(c, models, shard)]
-    missing = sum(best_lr(rows, c, g["lrs"], g["lr_steps"]) is None for c in cs)
+    missing = sum(best_lr(rows, c, g["lrs"], g["lr_steps"], g.get("bracket", False)) is None for c in cs)
     return len(runs) + missing * len(g["ks"])
+
+# %% ../nbs/18_sweep.ipynb
+def _phase(g: dict, spec: RunSpec, d: int, rows: List[dict]) -> tuple:
+    "(phase, extra CSV columns) of the run `spec` of grid `g`."
+    if g.get("kind") != "repro": return "", {}
+    if spec.steps == g["lr_steps"]: return "lr-sweep", {}
+    c = next(c for c in _repro_configs(g, d) if (c.arch, c.n_latents, c.n_experts) == (spec.arch, spec.n_latents, spec.n_experts))
+    tried, _, inside = lr_trials(rows, c, g["lrs"], g["lr_steps"], g.get("bracket", False))
+    phase = "control" if spec.auxk_alpha != g.get("auxk_alpha", 0.0) else "main"
+    return phase, dict(lr_tried=";".join(f"{x:.4g}" for x in tried), lr_bracketed=int(inside))
 
 # %% ../nbs/18_sweep.ipynb
 def _eta(todo: List[RunSpec], rows: List[dict], steps: int, overhead: float) -> float:
@@ -323,8 +401,9 @@ def sweep(grid: str, out, act: Optional[ActivationConfig] = None, cache=None, st
         todo = [s for s in plan() if rid(s) not in done]
         if not todo: break
         spec, t0 = todo[0], time.time()
-        phase = "" if g.get("kind") != "repro" else "lr-sweep" if spec.steps == g["lr_steps"] else "main"
-        row = run_one(spec, data, steps, batch_size, seed, device, base_n, g["dup_max_latents"], grid, phase)
+        phase, extra = _phase(g, spec, data.d, rows)
+        row = run_one(spec, data, steps, batch_size, seed, device, base_n, g["dup_max_latents"], grid, phase,
+                      g.get("train_kw"), extra)
         rows.append(row); write_sweep_csv(path, rows); ran += 1
         if shard: merge_shards(out)
         overhead.append(time.time() - t0 - float(row["train_seconds"]))
@@ -353,7 +432,8 @@ def _num(rows, *cols):
 _NUM = ("n_experts", "top_e", "shared_expert", "k", "n_latents", "expert_size", "lb_alpha", "heaviside",
         "flops_per_token", "train_seconds", "train_cpu_seconds", "fve", "mse", "l0", "ce_loss_recovered", "delta_ce", "kl", "dead_frac",
         "max_expert_load", "router_entropy", "dup_frac", "best_cos_across", "load_before", "lb_ratio", "lr", "lr_rule",
-        "act_scale", "steps", "tokens")
+        "act_scale", "steps", "tokens", "auxk_alpha", "bias_rate", "dead_frac_heldout", "eval_tokens", "dead_frac_train",
+        "dead_frac_train_max_expert", "lr_bracketed")
 
 # %% ../nbs/18_sweep.ipynb
 def _kind(rows) -> str:
@@ -523,7 +603,8 @@ def _interp_log(xs, ys, y):
 # %% ../nbs/18_sweep.ipynb
 def lb_verdicts(rows: List[dict]) -> Dict[str, str]:
     "The load-balancing grid: which lb_alpha gives the authors' balance, and what quality and balance each weight buys."
-    rs = sorted(rows, key=lambda r: r["lb_alpha"])
+    bias = [r for r in rows if r.get("balance") in ("bias", "both")]          # the routing bias (08b), beside the grid
+    rs = sorted([r for r in rows if r not in bias], key=lambda r: r["lb_alpha"])
     if len(rs) < 2: return {}
     best = min(r["mse"] for r in rs)
     pos = [r for r in rs if r["lb_alpha"] > 0]
@@ -548,7 +629,16 @@ def lb_verdicts(rows: List[dict]) -> Dict[str, str]:
                          + f": insensitivity over a decade or more {_held(hi >= 10 * lo)}")
         v["lb_range"] += (f"; at lb_alpha = 0 the max expert load x E is {zero[0]['max_expert_load']:.2f} (collapse "
                           f"{_held(zero[0]['max_expert_load'] > 3)}: above 3)." if zero else ".")
+    if bias: v["lb_bias"] = _verdict_bias(bias, best)
     return v
+
+def _verdict_bias(bias: List[dict], best: float) -> str:
+    "The routing bias against the grid's best MSE: balance (max load x E <= 1.2) with MSE within 3%, without a weight."
+    parts = [f"{r['balance']} (bias_rate {r['bias_rate']:g}" + (f", lb_alpha {r['lb_alpha']:g}" if r["balance"] == "both" else "")
+             + f"): max expert load x E {r['max_expert_load']:.2f}, MSE {r['mse'] / best:.3f}x the lb grid's best" for r in bias]
+    ok = [r for r in bias if r["max_expert_load"] <= 1.2 and r["mse"] <= 1.03 * best]
+    return ("Routing bias (aux-loss-free balancing, Wang et al. 2024): " + "; ".join(parts) + ". Max load x E at most 1.2 "
+            f"with MSE within 3% of the best weight's: {_held(bool(ok))}.")
 
 # %% ../nbs/18_sweep.ipynb
 _STYLES = ["o-", "s-", "^-", "v-", "D-", "x-", "*-"]
@@ -569,7 +659,8 @@ def _caption(fig, text):
 def plot_lb(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
     "Quality and balance against lb_alpha (0 drawn at a tenth of the smallest other value)."
     from matplotlib.figure import Figure
-    rs = sorted(rows, key=lambda r: r["lb_alpha"])
+    bias = [r for r in rows if r.get("balance") in ("bias", "both")]
+    rs = sorted([r for r in rows if r not in bias], key=lambda r: r["lb_alpha"])
     small = min([r["lb_alpha"] for r in rs if r["lb_alpha"] > 0] or [1.0]) / 10
     xs = [r["lb_alpha"] or small for r in rs]
     fig = Figure(figsize=(13, 4.6)); axs = fig.subplots(1, 4)
@@ -577,6 +668,9 @@ def plot_lb(rows: List[dict], out: Path, v: Dict[str, str]) -> List[str]:
                              ("held-out MSE", "loss recovered", "max expert load x E", "lb term / L2 (end of training)")):
         ax.plot(xs, [r[col] for r in rs], "o-"); ax.set_xscale("log"); ax.grid(alpha=0.3)
         ax.axvline(DEFAULT_LB_ALPHA, color="C3", ls=":", lw=1); ax.set_xlabel(f"lb_alpha (0 drawn at {small:g})"); ax.set_title(name, fontsize=9)
+        for r, c in zip(bias, ("C1", "C2", "C4", "C5")):     # the routing bias has no weight: a horizontal line
+            ax.axhline(r[col], color=c, ls="--", lw=1, label=f"{r['balance']} {r['bias_rate']:g}")
+    if bias: axs[2].legend(fontsize=7)
     axs[3].axhline(AUTHORS_LB_RATIO, color="k", ls="--", lw=1); axs[3].set_yscale("log")
     fig.suptitle(f"Load-balancing weight, default {DEFAULT_LB_ALPHA:g} dotted (E = {rs[0]['n_experts']:.0f}, "
                  f"N = {rs[0]['n_latents']:.0f}, k = {rs[0]['k']:.0f})", fontsize=10)
@@ -595,6 +689,19 @@ def _tuned(rows) -> Dict[tuple, float]:
         rs = [r for r in rows if r["phase"] == "lr-sweep" and (r["arch"], r["n_latents"], r["n_experts"]) == m]
         if rs: out[m] = min(rs, key=lambda r: r["mse"])["lr"]
     return out
+
+def _verdict_auxk(rows, Nd, tuned) -> Optional[str]:
+    "AuxK against its control (the same model, k and rate without it): dead latents (training counter) and MSE."
+    parts = []
+    for c in [r for r in rows if r["phase"] == "control"]:
+        m = next((r for r in rows if r["phase"] == "main" and all(r[f] == c[f] for f in ("arch", "n_latents", "n_experts", "k"))
+                  and math.isclose(r["lr"], c["lr"], rel_tol=1e-3)), None)
+        if m: parts.append(f"{_label((c['arch'], c['n_latents'], c['n_experts']), Nd)}, k = {c['k']:.0f}: dead latents "
+                           f"(training counter) {c['dead_frac_train']:.1%} without, {m['dead_frac_train']:.1%} with; held-out "
+                           f"MSE {c['mse']:.4g} without, {m['mse']:.4g} with")
+    if not parts: return None
+    a = next(r["auxk_alpha"] for r in rows if r["phase"] == "main")
+    return f"AuxK (auxk_alpha = {a:.4g}) against the same run without it: " + "; ".join(parts) + "."
 
 def _label(m, Nd) -> str:
     arch, N, E = m
@@ -697,7 +804,7 @@ def repro_verdicts(rows: List[dict]) -> Dict[str, str]:
     Nd = next((r["n_latents"] for r in rows if r["arch"] == "topk"), None)
     tuned = _tuned(rows)
     claims = dict(lr=_verdict_lr, flop=_verdict_repro_flop, width=_verdict_repro_width, flop_rule=_verdict_flop_rule,
-                  cost=_verdict_cost)
+                  cost=_verdict_cost, auxk=_verdict_auxk)
     verdicts = {key: claim(rows, Nd, tuned) for key, claim in claims.items()}
     return {key: s for key, s in verdicts.items() if s is not None}
 

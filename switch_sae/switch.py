@@ -53,10 +53,12 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 @torch.compiler.disable   # data-dependent group sizes; `torch.compile` runs it as it is, between compiled graphs
 def expert_topk(xc: torch.Tensor, W_enc: torch.Tensor, groups: Groups, expert: torch.Tensor, k: int,
-                backend: str = "auto", gate: Optional[torch.Tensor] = None):
+                backend: str = "auto", gate: Optional[torch.Tensor] = None, dead: Optional[torch.Tensor] = None,
+                k_aux: int = 0):
     """TopK of `xc` [B, d] (centred tokens) among the latents of each token's expert -> (values, global indices) [B, k].
     `expert` [B], or [B, S] for tokens that use S experts (variants): then `groups` groups the B*S (token, expert)
-    pairs, and the k latents are chosen jointly among the S*M, ranked by pre-activation times `gate` [B, S]."""
+    pairs, and the k latents are chosen jointly among the S*M, ranked by pre-activation times `gate` [B, S].
+    With `k_aux` (AuxK, 08b), k_aux more columns: the largest pre-activations among the expert's `dead` [N] latents."""
     E = groups.counts.shape[0]
     M = W_enc.shape[0] // E
     dt = _compute_dtype(xc)
@@ -67,6 +69,9 @@ def expert_topk(xc: torch.Tensor, W_enc: torch.Tensor, groups: Groups, expert: t
         pre = grouped_matmul(rows[groups.order], W, groups.counts, backend)       # [B*S, M], pairs sorted by expert
         if S == 1:
             vals, j = pre.topk(k, dim=-1, sorted=False)
+            if k_aux:
+                av, aj = pre.masked_fill(~dead.view(E, M)[expert[groups.order]], -math.inf).topk(k_aux, dim=-1, sorted=False)
+                vals, j = torch.cat([vals, av], 1), torch.cat([j, aj], 1)
             inv = groups.inverse
             return vals[inv].to(xc.dtype), j[inv] + expert[:, None] * M
         pre = pre[groups.inverse].view(len(xc), S * M)                            # [B, S*M], slots side by side
@@ -78,8 +83,8 @@ def expert_topk(xc: torch.Tensor, W_enc: torch.Tensor, groups: Groups, expert: t
 class RoutedEncoder(torch.autograd.Function):
     "`expert_topk` with a backward that touches only the `k` selected latents of each token."
     @staticmethod
-    def forward(ctx, xc, W_enc, groups, expert, k, backend, gate=None):
-        vals, idx = expert_topk(xc, W_enc, groups, expert, k, backend, gate)
+    def forward(ctx, xc, W_enc, groups, expert, k, backend, gate=None, dead=None, k_aux=0):
+        vals, idx = expert_topk(xc, W_enc, groups, expert, k, backend, gate, dead, k_aux)
         ctx.save_for_backward(xc, W_enc, idx)
         ctx.mark_non_differentiable(idx)
         return vals, idx
@@ -92,7 +97,7 @@ class RoutedEncoder(torch.autograd.Function):
             W = W_enc.detach().requires_grad_()
             dx = F.embedding_bag(idx, W, per_sample_weights=g.to(W.dtype), mode="sum")           # [B, d]
             dW = torch.autograd.grad(dx, W, xc.to(W.dtype))[0] if ctx.needs_input_grad[1] else None  # [N, d]
-        return dx.detach().to(xc.dtype), dW, None, None, None, None, None
+        return dx.detach().to(xc.dtype), dW, None, None, None, None, None, None, None
 
 # %% ../nbs/04a_expert_kernels.ipynb
 class Slots(NamedTuple):
@@ -148,22 +153,25 @@ class SwitchSAE(SAEBase):
         self.W_router = nn.Parameter(W_router.to(**kw))
         self.b_router = nn.Parameter(torch.zeros(d, **kw))
         self.backend, self.sparse_grad = backend, sparse_grad
+        if cfg.balance != "loss": self.register_buffer("expert_bias", torch.zeros(E, device=cfg.torch_device))  # 08b
 
     @property
     def n_experts(self) -> int:
         "The experts the router chooses among (`n_experts`, less the shared expert when there is one)."
         return self.cfg.n_routed_experts
 
-    def encode_scaled(self, x: torch.Tensor) -> EncoderOutput:
+    def encode_scaled(self, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> EncoderOutput:
         "Route each token of `x` [tokens, d_in] (in the SAE's units, `scale_in`) and encode it with its expert(s) only."
         cfg = self.cfg
         if cfg.top_e == 1 and not cfg.shared_expert:
-            routing = route(x, self.W_router, self.b_router, cfg.heaviside)
+            routing = route(x, self.W_router, self.b_router, cfg.heaviside, getattr(self, "expert_bias", None))
             groups = group_by_expert(routing.expert, cfg.n_experts)
-            args = (x - self.b_dec, self.W_enc, groups, routing.expert, cfg.k, self.backend)
+            k_aux, scale = (0, 0.0) if dead is None else self.auxk_size(dead)   # AuxK (08b)
+            args = (x - self.b_dec, self.W_enc, groups, routing.expert, cfg.k, self.backend, None, dead, k_aux)
             vals, idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)
-            top_acts = F.relu(vals) * routing.gate[:, None].to(vals.dtype)
-            return EncoderOutput(top_acts, idx, routing.expert, routing.probs)
+            gate = routing.gate[:, None].to(vals.dtype)
+            aux = (F.relu(vals[:, cfg.k:]) * gate.detach(), idx[:, cfg.k:], scale) if k_aux else None
+            return EncoderOutput(F.relu(vals[:, :cfg.k]) * gate, idx[:, :cfg.k], routing.expert, routing.probs, aux)
         slots = route_slots(x, self.W_router, self.b_router, cfg)
         groups = group_by_expert(slots.expert.reshape(-1), cfg.n_experts)
         args = (x - self.b_dec, self.W_enc, groups, slots.expert, cfg.k, self.backend, slots.gate)
@@ -214,7 +222,7 @@ def switch_reference(sae: SwitchSAE, x: torch.Tensor) -> SAEOutput:
     expert = chosen[:, 0]
     l2, lb = l2_loss(flat, x_hat), lb_loss(p, chosen.reshape(-1))
     enc = EncoderOutput(acts, idx, expert, p)
-    return SAEOutput((x_hat / sae.act_scale).reshape(x.shape), l2, lb, total_loss(l2, lb, cfg.lb_alpha, cfg.d_in), enc)
+    return SAEOutput((x_hat / sae.act_scale).reshape(x.shape), l2, lb, total_loss(l2, lb, cfg.lb_weight, cfg.d_in), enc)
 
 class SwitchReference(SwitchSAE):
     "A `SwitchSAE` trained through `switch_reference`: the authors' dense-then-mask cost, for benchmarks."

@@ -5,7 +5,7 @@
 # %% ../nbs/03_topk.ipynb 3
 from __future__ import annotations
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,7 +16,9 @@ from .losses import l2_loss, total_loss
 __all__ = ['EncoderOutput', 'SAEOutput', 'geometric_median', 'scale_for', 'SAEBase', 'TopKSAE']
 
 # %% ../nbs/03_topk.ipynb
-class EncoderOutput(NamedTuple): top_acts: torch.Tensor; top_indices: torch.Tensor; expert: torch.Tensor; router_probs: torch.Tensor
+class EncoderOutput(NamedTuple):
+    top_acts: torch.Tensor; top_indices: torch.Tensor; expert: torch.Tensor; router_probs: torch.Tensor
+    aux: Optional[tuple] = None   # AuxK (08b): the dead latents' codes, when the trainer asks for them
 class SAEOutput(NamedTuple): x_hat: torch.Tensor; l2: torch.Tensor; lb: torch.Tensor; total: torch.Tensor; enc: EncoderOutput
 
 # %% ../nbs/03_topk.ipynb
@@ -86,13 +88,15 @@ class SAEBase(nn.Module):
         out = F.embedding_bag(idx, self.W_dec, per_sample_weights=acts.to(self.W_dec.dtype), mode="sum")
         return (out + self.b_dec).reshape(*shape, out.shape[-1])
     def lb_term(self, enc: EncoderOutput) -> torch.Tensor: return enc.top_acts.new_zeros(())   # load balancing: none for a dense SAE
-    def forward(self, x: torch.Tensor) -> SAEOutput:
+    def forward(self, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> SAEOutput:
         "Encode, decode and compute the losses `l2`, `lb` and `total` (in the SAE's units); `x_hat` in raw units."
         xs = self.scale_in(x)
-        enc = self.encode_scaled(xs)
+        enc = self.encode_scaled(xs) if dead is None else self.encode_scaled(xs, dead)   # `dead` [N]: AuxK (08b)
         x_hat = self.decode_scaled(enc.top_acts, enc.top_indices)
         l2, lb = l2_loss(xs, x_hat), self.lb_term(enc)
-        return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total_loss(l2, lb, self.cfg.lb_alpha, self.cfg.d_in), enc)
+        total = total_loss(l2, lb, self.cfg.lb_weight, self.cfg.d_in)
+        if enc.aux is not None: total = total + self.cfg.auxk_alpha * self.auxk_loss(xs - x_hat.detach(), enc.aux)
+        return SAEOutput((x_hat / self.act_scale).reshape(x.shape), l2, lb, total, enc)
 
 # %% ../nbs/03_topk.ipynb
 class TopKSAE(SAEBase):
@@ -100,12 +104,12 @@ class TopKSAE(SAEBase):
     def __init__(self, cfg: SwitchSAEConfig):
         super().__init__(cfg)
         self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, device=cfg.torch_device, dtype=cfg.torch_dtype))
-    def encode_scaled(self, x: torch.Tensor) -> EncoderOutput:
+    def encode_scaled(self, x: torch.Tensor, dead: Optional[torch.Tensor] = None) -> EncoderOutput:
         "Top-k latents of every token of `x` [tokens, d_in], already in the SAE's units (`scale_in`)."
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc)   # [B, N]; one fused product + bias
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        B = x.shape[0]
-        return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device), x.new_ones(B, 1))
+        B, aux = x.shape[0], None if dead is None else self.auxk_codes(pre, dead)   # 08b: the dead latents' top pre-activations
+        return EncoderOutput(F.relu(vals), idx, torch.zeros(B, dtype=torch.long, device=x.device), x.new_ones(B, 1), aux)
 
 # %% ../nbs/03a_input_checks.ipynb 3
 from fastcore.basics import patch
@@ -128,3 +132,35 @@ def check_input(self: SAEBase, x) -> torch.Tensor:
     if x.device != self.W_dec.device:
         raise ValueError(f"activations are on {x.device} but the SAE is on {self.W_dec.device}; move one of them (x.to('{self.W_dec.device}')).")
     return x.reshape(-1, d)
+
+# %% ../nbs/08b_dead_latents_and_balance.ipynb 4
+@patch
+def auxk_size(self: SAEBase, dead: torch.Tensor) -> tuple:
+    "(k_aux, loss scale) for the dead latents `dead` [this process's latents], counted over every process."
+    n_dead = int(self.group.all_reduce(dead.sum().reshape(1).double(), "auxk")[0])
+    k_nom = max(1, self.cfg.d_in // 2)
+    return min(k_nom, self.cfg.expert_size, n_dead), min(n_dead / k_nom, 1.0)
+
+@patch
+def auxk_codes(self: SAEBase, pre: torch.Tensor, dead: torch.Tensor) -> Optional[tuple]:
+    "A dense SAE's AuxK codes: the `k_aux` largest pre-activations `pre` [B, N] among the `dead` [N], and the loss scale."
+    k_aux, scale = self.auxk_size(dead)
+    if k_aux == 0: return None
+    vals, idx = pre.masked_fill(~dead, -math.inf).topk(k_aux, dim=-1, sorted=False)
+    return F.relu(vals), idx, scale
+
+@patch
+def auxk_loss(self: SAEBase, residual: torch.Tensor, aux: tuple) -> torch.Tensor:
+    "scale * mean ||residual - e_hat||^2, where e_hat decodes the dead latents' codes `aux` (without `b_dec`)."
+    acts, idx, scale = aux
+    e_hat = self.decode_scaled(acts, idx) - self.b_dec
+    return scale * (residual - e_hat).pow(2).sum(-1).mean()
+
+# %% ../nbs/08b_dead_latents_and_balance.ipynb 13
+@patch
+@torch.no_grad()
+def update_expert_bias_(self: SAEBase, out) -> None:
+    "Move each expert's routing bias by `bias_rate` against its load error in the step that gave `out`."
+    load = out.load if hasattr(out, "load") else torch.bincount(out.enc.expert, minlength=self.n_experts)
+    load = load.to(self.expert_bias.dtype)
+    self.expert_bias += self.cfg.bias_rate * torch.sign(load.mean() - load)

@@ -57,6 +57,7 @@ class Trainer:
         self.opt = make_optimizer(self.model, cfg)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.step, self.tokens, self.history = 0, 0, []
+        self.scale_set = False   # whether `train` estimated `act_scale` from many batches before the first step (07a)
         self.tokens_since_fired = torch.zeros(len(self.model.W_dec), dtype=torch.long, device=self.device)
         self._pending, self._load = [], torch.zeros(self.model.n_experts, dtype=torch.long, device=self.device)
         self.after_init()
@@ -74,10 +75,11 @@ def train_step(self: Trainer, x: torch.Tensor) -> None:
                         f"{getattr(x, 'dtype', type(x).__name__)}.")
     x = x.to(self.device, m.W_dec.dtype, non_blocking=True)
     if self.step == 0:   # the SAE's units (03_topk), then the biases in them
-        if cfg.normalize: m.set_act_scale_(x)
+        if cfg.normalize and not self.scale_set: m.set_act_scale_(x)
         m.init_biases_(x)
     m.set_decoder_norm_to_unit_norm()
-    with torch.autocast(**self.autocast): out = self.forward(x)
+    aux = dict(dead=self.tokens_since_fired >= cfg.dead_tokens) if cfg.auxk_alpha > 0 else {}   # AuxK (08b)
+    with torch.autocast(**self.autocast): out = self.forward(x, **aux)
     if not bool(torch.isfinite(out.total)):   # NaN/Inf anywhere in x reaches the loss
         cause = "activations" if not bool(torch.isfinite(x).all()) else "loss"
         raise NonFiniteError(f"step {self.step}: NaN or Inf in the {cause}. Training stopped before the update; the weights and the last "
@@ -87,6 +89,7 @@ def train_step(self: Trainer, x: torch.Tensor) -> None:
     m.clip_grad_norm_(cfg.grad_clip)
     m.remove_gradient_parallel_to_decoder_directions()
     self.opt.step(); self.opt.zero_grad(set_to_none=True); self.sched.step()
+    if cfg.balance != "loss": m.update_expert_bias_(out)   # aux-loss-free balancing (08b)
     self._record(x, out)
 
 # %% ../nbs/07_train.ipynb
@@ -121,6 +124,7 @@ from .files import CheckpointError, atomic_write_text, save_tensors, load_tensor
 from .shards import ROW_SHARDED, rank_file, trainer_tensors
 from .group import LOCAL
 from .checkpoint import read_config
+from .topk import scale_for
 
 # %% ../nbs/07a_long_runs.ipynb 4
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt parameters from glibc's malloc.h
@@ -437,6 +441,21 @@ def _postfix(h: dict, n_experts: int, alerts=()) -> dict:
     return pf
 
 # %% ../nbs/07a_long_runs.ipynb 43
+@patch
+@torch.no_grad()
+def estimate_act_scale_(self: Trainer, batches, stream) -> None:
+    "Set `act_scale` from the first `scale_batches` batches, read again; a one-pass iterator leaves it to the first step."
+    m, cfg = self.model, self.cfg
+    src = iter(batches(0)) if callable(batches) else iter(stream)
+    if src is stream: return
+    s = torch.zeros(2, dtype=torch.float64, device=self.device)
+    for _, x in zip(range(cfg.scale_batches), src):
+        sq = m.check_input(x.to(self.device, m.W_dec.dtype)).double().pow(2).sum(-1)
+        s += torch.stack([sq.sum(), sq.new_tensor(float(len(sq)))])
+    s = self.group.all_reduce(s, "init")
+    if s[1] > 0: m.act_scale.fill_(scale_for((s[0] / s[1]).item(), cfg.d_in)); self.scale_set = True
+
+# %% ../nbs/07a_long_runs.ipynb 46
 def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, trainer: Optional[Trainer] = None,
           model: Optional[SAEBase] = None, on_log=None) -> Trainer:
@@ -467,6 +486,7 @@ def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resum
         stream = batches(tr.step) if callable(batches) else batches
         if tr.data_state is not None and hasattr(stream, "load_state_dict"): stream.load_state_dict(tr.data_state)
         tr.data_stream, it = stream, iter(stream)
+        if tr.step == 0 and cfg.normalize and cfg.scale_batches > 1: tr.estimate_act_scale_(batches, stream)
         while tr.step < cfg.steps and not tr.should_stop(stop.requested):
             try: x = next(it)
             except StopIteration:
@@ -503,7 +523,7 @@ def train(cfg: SwitchSAEConfig, batches: Iterable[torch.Tensor], out=None, resum
         if tr.interrupted: say(f"stopped at step {tr.step}: checkpoint written to {out}; resume with --resume.")
     return tr
 
-# %% ../nbs/07a_long_runs.ipynb 46
+# %% ../nbs/07a_long_runs.ipynb 49
 class BatchTooLargeError(RuntimeError):
     "A training step ran out of device memory; the message names a batch size that fits."
 

@@ -87,7 +87,8 @@ BAD_VALUES = dict(d_in=[0, -1, 2.5, "64"], n_latents=[0, None], n_experts=[0, 3.
                   steps=[0, -10], seed=[1.5, "0"], device=["gpu", "cuda:x", 3], dtype=["float8", None],
                   autocast=["int8", True], compile=["no"], log_every=[0], ckpt_every=[-1], dead_tokens=[0],
                   warn_windows=[0, 2.5], collapse_share=[-0.1, 1.0, None], dead_warn_frac=[-0.01, 1.5, "0.1"],
-                  normalize=["yes", 1, None])
+                  normalize=["yes", 1, None], balance=["none", 1], bias_rate=[0.0, -1e-3], auxk_alpha=[-0.1, "1/32"],
+                  scale_batches=[0, 2.5])
 
 
 def test_every_field_has_a_bad_value_table():
