@@ -26,7 +26,7 @@ def plot_training(history: List[dict], path=None):
     w = max(1, len(history) // 100)
     fig = Figure(figsize=(10, 3.4)); axs = fig.subplots(1, 3)
     axs[0].plot(steps, _smooth([h["l2"] for h in history], w)); axs[0].set(title="reconstruction L2", xlabel="step", yscale="log")
-    axs[1].plot(steps, _smooth([h["lb"] for h in history], w)); axs[1].set(title="load-balancing loss (min 1)", xlabel="step")
+    axs[1].plot(steps, _smooth([h["lb"] for h in history], w)); axs[1].set(title="load-balancing loss (1 when the load is even)", xlabel="step")
     axs[2].plot(steps, _smooth([h["fve"] for h in history], w))
     axs[2].set(title="FVE (training batch)", xlabel="step", ylim=(min(0, min(h["fve"] for h in history)), 1))
     fig.tight_layout()
