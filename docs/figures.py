@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "main_job.json"
 IMAGE = ROOT / "docs" / "images" / "switch_sae.png"
 JOBS = {"main": [], "synthetic": ["--data", "synthetic"]}          # flags after `switch-sae train`
-KEEP = ("fve", "ce_loss_recovered", "delta_ce", "kl", "l0", "dead_frac", "expert_load", "feature_recovery",
+KEEP = ("fve", "ce_loss_recovered", "delta_ce", "kl", "l0", "dead_frac", "dead_frac_train", "expert_load", "feature_recovery",
         "routing_purity", "act_scale", "eval_tokens", "steps", "tokens", "seconds")
 
 

@@ -12,7 +12,7 @@ README = (ROOT / "README.md").read_text()
 COLUMNS = {"FVE": ("fve", "{:.3f}"), "CE loss recovered": ("ce_loss_recovered", "{:.3f}"), "delta CE": ("delta_ce", "{:.3f}"),
            "feature recovery": ("feature_recovery", "{:.3f}"), "routing purity": ("routing_purity", "{:.3f}"),
            "L0": ("l0", "{:.0f}"), "max expert load x E": ("max_load_x_E", "{:.2f}"), "training s": ("seconds", "{:.0f}"),
-           "dead latents": ("dead_frac", "{:.1%}")}
+           "dead, held-out": ("dead_frac", "{:.1%}"), "dead, training": ("dead_frac_train", "{:.1%}")}
 
 
 def jobs_table(text: str) -> tuple:
