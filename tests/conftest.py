@@ -45,8 +45,9 @@ def pytest_terminal_summary(terminalreporter):
             f"{BAD_INPUTS['tried'] - BAD_INPUTS['refused']} not")
 
 
-def headless_chromium(tmp, chromium: str, chromedriver: str, window: str = "1400,1800"):
-    "A Selenium driver for Debian's Chromium, headless, with no network chatter (the browser tests share it)."
+def headless_chromium(tmp, chromium: str, chromedriver: str, window: str = "1400,1800", network_log: bool = False):
+    """A Selenium driver for Debian's Chromium, headless, with no network chatter (the browser tests share it);
+    `network_log` records Chromium's performance log, every request it made included."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     os.environ.setdefault("SE_AVOID_STATS", "true")
@@ -56,4 +57,5 @@ def headless_chromium(tmp, chromium: str, chromedriver: str, window: str = "1400
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
               "--disable-dev-shm-usage", f"--window-size={window}", f"--user-data-dir={tmp / 'chromium-profile'}"):
         opts.add_argument(a)
+    if network_log: opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(chromedriver, log_output=str(tmp / "chromedriver.log")), options=opts)

@@ -8,7 +8,7 @@ CI (CI=true), where a missing browser is an error."""
 import json, os, re, shutil, time
 from pathlib import Path
 import pytest
-from conftest import run_cli
+from conftest import headless_chromium, run_cli
 from switch_sae.inspector import demo_dir
 
 DEMO = json.loads((demo_dir() / "cfg.json").read_text())
@@ -30,18 +30,8 @@ def _require_browser():
 
 
 def _chromium(tmp: Path):
-    "Headless Chromium (the options of conftest.headless_chromium) that also records its network log."
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--window-size=1300,1600", f"--user-data-dir={tmp / 'chromium-profile'}"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp / "chromedriver.log")), options=opts)
+    "Headless Chromium (conftest.headless_chromium) that also records its network log."
+    return headless_chromium(tmp, CHROMIUM, CHROMEDRIVER, window="1300,1600", network_log=True)
 
 
 def _requested(driver) -> list:
