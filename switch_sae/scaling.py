@@ -41,7 +41,7 @@ def comm_per_step(d: int, E: int, W: int, b: int, act_bytes: int = 4, param_byte
     s = bal if sent_off is None else sent_off
     r = bal if recv_off is None else recv_off
     c = dict(fwd_x=s * d * act_bytes, fwd_y=r * d * act_bytes, bwd_y=s * d * act_bytes, bwd_x=r * d * act_bytes,
-             counts=(E - E // W) * 8, stats=(E + 1) * 8, loss=(d + 4) * 8, grads=(E * d + 2 * d) * param_bytes, clip=8)
+             counts=(E - E // W) * 8, stats=(E + 1) * 8, loss=(d + 5) * 8, grads=(E * d + 2 * d) * param_bytes, clip=8)
     c["all_to_all"] = c["fwd_x"] + c["fwd_y"] + c["bwd_y"] + c["bwd_x"]
     c["all_reduce_traffic"] = 2 * (W - 1) / W * (c["stats"] + c["loss"] + c["grads"] + c["clip"])
     return c
