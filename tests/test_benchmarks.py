@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # script -> the tiny arguments it runs with here (each a few seconds on one CPU thread), and what its output must hold
 TINY = {
     "benchmarks/resume_stream.py": (["3", "--n-ctxs", "8", "--batch-size", "64"], "same next batch: True"),
+    "benchmarks/auxk_cost.py": (["--repeats", "1", "--steps", "1"], "Switch E=16, N = 16384"),
     "benchmarks/flop_matched_lr.py": (["--steps", "2", "--threads", "1", "--eval-tokens", "256", "--n-ctxs", "16"], "Switch E=16"),
     # run from a copy in a temporary folder, so that the image it draws is written there, not over the committed one
     "docs/figures.py": (["--only", "image"], "wrote docs/images/switch_sae.png"),
