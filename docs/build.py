@@ -365,6 +365,25 @@ def vendor_mathjax(site: Path) -> int:
     return n
 
 
+def fix_md_links(site: Path) -> int:
+    """Links to markdown files in the pages made from notebooks (the home page is README: `docs/guides/speed.md`)
+    pointed at the page MkDocs made of that file (`docs/guides/speed/`). Returns how many were changed."""
+    n = 0
+    for page in site.rglob("*.html"):
+        h = page.read_text()
+        def sub(m):
+            nonlocal n
+            path, frag = m.group(2), m.group(3) or ""
+            stem = path[:-3]
+            new = (stem.rsplit("/", 1)[0] + "/" if "/" in stem else "./") if stem.split("/")[-1] in ("README", "index") else stem + "/"
+            if not (page.parent / new / "index.html").exists(): return m.group(0)
+            n += 1
+            return f'{m.group(1)}{new}{frag}"'
+        h2 = re.sub(r'(href=")(?![a-z]+:|/|#)([^"#]+\.md)(#[^"]*)?"', sub, h)
+        if h2 != h: page.write_text(h2)
+    return n
+
+
 def _text(h: str) -> str:
     h = re.sub(r"<code>.*?</code>", "", h, flags=re.S)
     h = re.sub(r"<[^>]+>", "", h).replace("\u00b6", "").replace("&para;", "")
@@ -420,6 +439,7 @@ def main(argv=None) -> int:
         print(p.stdout, p.stderr, file=sys.stderr); return p.returncode
     fixed = fix_toc(site)
     vendor_mathjax(site)
+    fix_md_links(site)
     warnings = [l for l in (p.stdout + p.stderr).splitlines() if "WARNING" in l]
     for w in warnings: print(w)
     n = len(list(site.rglob("*.html")))
