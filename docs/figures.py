@@ -11,7 +11,7 @@
     python docs/figures.py --only image    # the figure alone (seconds)
 """
 from __future__ import annotations
-import argparse, datetime, json, os, platform, shutil, subprocess, sys, tempfile, time
+import argparse, datetime, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +23,9 @@ KEEP = ("fve", "ce_loss_recovered", "delta_ce", "kl", "l0", "dead_frac", "dead_f
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    import torch
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    from switch_sae.bench import machine as measured_on       # the description `switch-sae bench` records
+    m = measured_on("cpu")
+    return f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
 
 
 def folder_mb(path: Path) -> float:

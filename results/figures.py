@@ -22,12 +22,11 @@ def sh(cmd, cwd=ROOT, timeout=3600):
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()) \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
-    import torch
+    from switch_sae.bench import machine as measured_on       # the description `switch-sae bench` records
+    m = measured_on("cpu")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}; load average {load:.2f} at the start")
+    return (f"{m['cpu']}, {m['cpu_count']} cores, {platform.system()} {platform.release()}, Python {m['python']}, "
+            f"torch {m['torch']}; load average {load:.2f} at the start")
 
 
 def metrics_of(out) -> dict: return json.loads((Path(out) / "metrics.json").read_text())
