@@ -301,11 +301,16 @@ def check_lb_loss(lb_loss: Callable, device=None, seed: int = 0):
     got = _call(lb_loss, "lb_loss", uni_p, uni_e)
     if not isinstance(got, torch.Tensor): _fail(f"lb_loss should return a tensor (to backpropagate through), got {type(got).__name__}.")
     if got.numel() != 1: _fail(f"lb_loss should return a scalar, got shape {tuple(got.shape)}: sum f_i * P_i over the experts.")
+    per_batch = (f"f_i and P_i are a fraction and a mean over the batch (counts / {B} and router_probs.mean(dim=0)), "
+                 f"not a count and a sum")
+    one_of = (f"{per_batch}: one of yours is {B} (the batch size) times too large. A count for f and a sum for P give "
+              f"the same value, so look at both.")
     if not _close(got.reshape(()), torch.tensor(1.0, device=dev)):
         v = float(got)
         hint = (" You are missing the factor E (n_experts), or averaged over the experts instead of summing: "
                 "L = E * sum_i f_i P_i." if abs(v - 1 / E) < 1e-5 else
-                f" f_i is a fraction of the batch (counts / {B}) and P_i a mean over the batch, not sums." if abs(v - B) < 1e-3 else "")
+                f" {one_of}" if abs(v - B) < 1e-3 else
+                f" {per_batch}: both of yours are." if abs(v - B * B) < 1e-1 else "")
         _fail(f"load-balancing loss should be 1 for uniform routing, got {v:.4g}.{hint}")
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(B, E, generator=g) * 2).to(dev)
@@ -322,8 +327,7 @@ def check_lb_loss(lb_loss: Callable, device=None, seed: int = 0):
             "you used P_i twice.": E * (P * P).sum(),
             "you are missing the factor E (n_experts): L = E * sum_i f_i P_i.": (f * P).sum(),
             "sum over the experts instead of averaging: L = E * sum_i f_i P_i.": (f * P).mean(),
-            f"f_i should be a fraction of the batch (counts / {B}), not a count.": E * (f * B * P).sum(),
-            "P_i is the mean router probability over the batch (probs.mean(dim=0)), not the sum.": E * (f * P * B).sum()})
+            one_of: E * (f * B * P).sum()})   # a count for f or a sum for P: the same value (caught above already)
         _fail(wrong or f"lb_loss = {float(got.detach()):.5g}, expected {float(ref):.5g} = E * sum_i f_i P_i with f_i = fraction of tokens "
                        f"routed to i and P_i = mean of router_probs[:, i].")
     if not got.requires_grad:
@@ -381,30 +385,30 @@ def check_lb_routings(below_one, collapsed_near_one):
 
 # %% ../nbs/course/00_checks.ipynb
 def check_gate_grad(gate_grad: Callable, device=None, seed: int = 0):
-    "Check a learner's `gate_grad(x, y, p, b_dec) -> [B]`: d/dp_b of sum_b ||x_b - (p_b y_b + b_dec)||^2, against autograd."
+    "Check a learner's `gate_grad(x, u, p, b_dec) -> [B]`: d/dp_b of sum_b ||x_b - (p_b u_b + b_dec)||^2, against autograd."
     dev = device or default_device()
     g = torch.Generator().manual_seed(seed)
     B, d = 12, 8
-    x, y, b = (torch.randn(*s, generator=g).to(dev) for s in ((B, d), (B, d), (d,)))
+    x, u, b = (torch.randn(*s, generator=g).to(dev) for s in ((B, d), (B, d), (d,)))
     p = torch.rand(B, generator=g).to(dev)
-    x[0] = 0.7 * y[0] + b                                         # token 0 is reconstructed perfectly at p = 0.7
+    x[0] = 0.7 * u[0] + b                                         # token 0 is reconstructed perfectly at p = 0.7
     p[0] = 0.7
     pt = p.clone().requires_grad_()
-    (want,) = torch.autograd.grad((x - (pt[:, None] * y + b)).pow(2).sum(), pt)
-    got = _call(gate_grad, "gate_grad", x, y, p, b)
+    (want,) = torch.autograd.grad((x - (pt[:, None] * u + b)).pow(2).sum(), pt)
+    got = _call(gate_grad, "gate_grad", x, u, p, b)
     if not isinstance(got, torch.Tensor) or got.shape != (B,):
         _fail(f"gate_grad should return one number per token, shape [{B}], got {getattr(got, 'shape', type(got).__name__)}.")
     if _close(got, want, atol=1e-4):
-        _ok("gate_grad: -2 <x - x_hat, y>, autograd's; zero for a perfect reconstruction (token 0)."); return
-    r = x - (p[:, None] * y + b)
+        _ok("gate_grad: -2 <x - x_hat, u>, autograd's; zero for a perfect reconstruction (token 0)."); return
+    r = x - (p[:, None] * u + b)
     wrong = _first_match(got, {
-        "a factor 2 is missing: d/dp ||x - p y - b||^2 = -2 <x - p y - b, y>.": -(r * y).sum(-1),
-        "the sign is flipped: increasing p moves x_hat along y, which lowers the error when y points along the residual.": 2 * (r * y).sum(-1),
-        "subtract b_dec as well: the residual is x - x_hat = x - (p y + b_dec).": -2 * ((x - p[:, None] * y) * y).sum(-1),
-        "use the residual x - x_hat, not x: the gradient vanishes when the reconstruction is perfect.": -2 * (x * y).sum(-1),
-        "the loss is summed over the tokens, so each token's p gets its own term, not divided by B.": -2 * (r * y).sum(-1) / B},
+        "a factor 2 is missing: d/dp ||x - p u - b||^2 = -2 <x - p u - b, u>.": -(r * u).sum(-1),
+        "the sign is flipped: increasing p moves x_hat along u, which lowers the error when u points along the residual.": 2 * (r * u).sum(-1),
+        "subtract b_dec as well: the residual is x - x_hat = x - (p u + b_dec).": -2 * ((x - p[:, None] * u) * u).sum(-1),
+        "use the residual x - x_hat, not x: the gradient vanishes when the reconstruction is perfect.": -2 * (x * u).sum(-1),
+        "the loss is summed over the tokens, so each token's p gets its own term, not divided by B.": -2 * (r * u).sum(-1) / B},
         atol=1e-4)
-    _fail(wrong or "gate_grad differs from autograd's: differentiate ||x - (p y + b_dec)||^2 with respect to p.")
+    _fail(wrong or "gate_grad differs from autograd's: differentiate ||x - (p u + b_dec)||^2 with respect to p.")
 
 # %% ../nbs/course/00_checks.ipynb
 def check_my_sae(cls: Callable, device=None, seed: int = 0):

@@ -117,10 +117,10 @@ def lb_routings(n_experts=8, n_tokens=100):
     return below_one, collapsed
 
 # %% ../nbs/course/99_solutions.ipynb
-def gate_grad(x, y, p, b_dec):
-    "d/dp_b of sum_b ||x_b - (p_b y_b + b_dec)||^2, for x, y [B, d], p [B], b_dec [d] -> [B]."
-    residual = x - (p[:, None] * y + b_dec)
-    return -2 * (residual * y).sum(-1)
+def gate_grad(x, u, p, b_dec):
+    "d/dp_b of sum_b ||x_b - (p_b u_b + b_dec)||^2, for x, u [B, d], p [B], b_dec [d] -> [B]."
+    residual = x - (p[:, None] * u + b_dec)
+    return -2 * (residual * u).sum(-1)
 
 # %% ../nbs/course/99_solutions.ipynb
 class MySwitchSAE(SwitchParams):

@@ -167,7 +167,9 @@ def _f(p, e): return torch.bincount(e, minlength=p.shape[-1]).to(p.dtype) / e.nu
     (lambda p, e: p.shape[-1] * (_f(p, e) * p.mean(0)), "return a scalar"),
     (lambda p, e: p.shape[-1] * (_f(p, e) * p.mean(0).detach()).sum(), "no gradient"),
     (lambda p, e: float(p.shape[-1] * (_f(p, e) * p.mean(0)).sum()), "return a tensor"),
-    (lambda p, e: p.shape[-1] * (torch.bincount(e, minlength=p.shape[-1]).float() * p.mean(0)).sum(), "fraction of the batch"),
+    (lambda p, e: p.shape[-1] * (torch.bincount(e, minlength=p.shape[-1]).float() * p.mean(0)).sum(), "not a count and a sum: one of yours"),
+    (lambda p, e: p.shape[-1] * (_f(p, e) * p.sum(0)).sum(), "not a count and a sum: one of yours"),   # the same value: one message
+    (lambda p, e: p.shape[-1] * (torch.bincount(e, minlength=p.shape[-1]).float() * p.sum(0)).sum(), "not a count and a sum: both of yours"),
     (lambda p, e: p.shape[-1] * (p.mean(0) * _f(p, e) + 0.01 * p.mean(0) ** 2).sum(), "uniform routing, got 1.01"),
     (lambda p, e: p.shape[-1] * (_f(p, e) * p.median(0).values).sum(), "expected"),      # right at uniform only
 ])
