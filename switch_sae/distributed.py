@@ -139,8 +139,8 @@ def forward(self: ExpertParallelSwitchSAE, x: torch.Tensor, codes: bool = False,
                                            output_size=len(received))
     local_groups = group_by_expert(local_expert, n_local)
     k_aux, aux_scale = (0, 0.0) if dead is None else self.auxk_size(dead)   # the same on every rank
-    args = (received, self.W_enc, local_groups, local_expert, cfg.k, self.backend, None, dead, k_aux)
-    values, latent_idx = RoutedEncoder.apply(*args) if self.sparse_grad else expert_topk(*args)   # latent_idx: local latent indices
+    args = (received, self.W_enc, local_groups, local_expert, cfg.k, self.backend, dead, k_aux)
+    values, latent_idx = RoutedEncoder.apply(expert_topk, *args) if self.sparse_grad else expert_topk(*args)   # latent_idx: local latent indices
     if k_aux:   # AuxK (08b): the dead latents' codes decode on the owner, and travel back like the reconstruction
         aux_dec = F.embedding_bag(latent_idx[:, cfg.k:], self.W_dec, per_sample_weights=F.relu(values[:, cfg.k:]).to(self.W_dec.dtype), mode="sum")
         values, latent_idx = values[:, :cfg.k], latent_idx[:, :cfg.k]
