@@ -23,7 +23,7 @@ from .files import atomic_write_text
 __all__ = ['DEFAULT_LB_ALPHA', 'GRIDS', 'COLUMNS', 'AUTHORS_LB_RATIO', 'RunSpec', 'flops_per_token', 'run_id', 'lr_trials',
            'best_lr', 'grid_runs', 'in_shard', 'SweepData', 'read_sweep_csv', 'write_sweep_csv', 'merge_shards',
            'lb_ratio', 'run_one', 'sweep', 'sweep_verdicts', 'lb_verdicts', 'plot_lb', 'repro_verdicts', 'plot_repro',
-           'plot_sweep', 'sweep_parser', 'sweep_main']
+           'repro_table', 'plot_sweep', 'sweep_parser', 'sweep_main']
 
 # %% ../nbs/18_sweep.ipynb
 DEFAULT_LB_ALPHA = {f.name: f.default for f in dataclasses.fields(SwitchSAEConfig)}["lb_alpha"]
@@ -936,8 +936,29 @@ def _write_verdicts(out: Path, csv_path, v: Dict[str, str], written: List[str]) 
     atomic_write_text(out / "verdicts.md", "# Verdicts\n\nComputed by `plot_sweep` from `" + Path(csv_path).name + "`.\n\n"
                       + "".join(f"- **{k}** (`{names[k]}`): {s}\n" for k, s in v.items()))
 
+def _cell(v, fmt: str) -> str: return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+def repro_table(rows: List[dict]) -> str:
+    "A reproduction's full-length runs as a markdown table (one row a run), from the CSV's numbers alone."
+    order = {"baseline": 0, "flop": 1, "width": 2}
+    runs = sorted([r for r in rows if r["phase"] != "lr-sweep"], key=lambda r: (r["k"], order.get(r["matching"], 3), r["n_experts"],
+                                                                                  -_num([r], "auxk_alpha")[0]["auxk_alpha"], r["lr"]))
+    head = ["model", "N", "E", "k", "AuxK", "lr", "lr inside its grid", "MSE", "loss recovered", "dead, training", "dead, held-out", "CPU s"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        name = "TopK" if r["arch"] == "topk" else f"Switch, {r['matching']}-matched"
+        inside = {1.0: "yes", 0.0: "no"}.get(r.get("lr_bracketed"), "-")
+        held = r.get("dead_frac_heldout", float("nan"))
+        held = r["dead_frac"] if isinstance(held, float) and math.isnan(held) else held
+        cells = [name, _cell(r["n_latents"], "{:.0f}"), _cell(r["n_experts"], "{:.0f}"), _cell(r["k"], "{:.0f}"),
+                 _cell(r.get("auxk_alpha"), "{:.4g}"), _cell(r["lr"], "{:.3g}"), inside, _cell(r["mse"], "{:.3f}"),
+                 _cell(r["ce_loss_recovered"], "{:.4f}"), _cell(r.get("dead_frac_train"), "{:.1%}"), _cell(held, "{:.1%}"),
+                 _cell(r["train_cpu_seconds"], "{:.0f}")]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
 def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
-    "Draw the paper's figures from a sweep CSV into `out_dir` (PNG) with `verdicts.md`; returns the verdicts."
+    "Draw the paper's figures from a sweep CSV into `out_dir` (PNG) with `verdicts.md` (and a reproduction's `table.md`); returns the verdicts."
     rows = _num(read_sweep_csv(csv_path), *_NUM)
     if not rows: raise ValueError(f"{csv_path} holds no runs.")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -949,6 +970,7 @@ def plot_sweep(csv_path, out_dir) -> Dict[str, str]:
         written = [name for draw in (_plot_frontiers, _plot_time, _plot_lb_alpha, _plot_variants, _plot_duplication)
                    for name in draw(rows, out, v, *focus)]
     _write_verdicts(out, csv_path, v, written)
+    if kind == "repro": atomic_write_text(out / "table.md", repro_table(rows))
     return v
 
 # %% ../nbs/18_sweep.ipynb

@@ -58,3 +58,33 @@ def test_the_check_sees_a_stale_number():
 def test_readme_images_are_committed():
     for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
         assert (ROOT / ref).exists(), f"README shows {ref}, which is not in the repository"
+
+
+# A guide or README quotes a committed file between `<!-- quote: PATH -->` and `<!-- end quote -->` (a results table
+# written by `plot_sweep`): the quote must be the file, byte for byte, so a rerun that changes the file shows here.
+QUOTE = re.compile(r"<!-- quote: (\S+) -->\n(.*?)<!-- end quote -->", re.S)
+
+
+def stale_quotes(text: str) -> list:
+    bad = []
+    for path, body in QUOTE.findall(text):
+        f = ROOT / path
+        if not f.exists(): bad.append(f"{path}: quoted but not committed")
+        elif f.read_text() != body: bad.append(f"{path}: the quote differs from the committed file (python docs/quotes.py)")
+    return bad
+
+
+def test_quoted_results_are_the_committed_files():
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))]
+    quoted = {d.name: QUOTE.findall(d.read_text()) for d in docs}
+    assert any(quoted.values()), "no guide quotes a results table any more: keep the check or drop it"
+    bad = [f"{d.name}: {m}" for d in docs for m in stale_quotes(d.read_text())]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_quote_check_sees_a_stale_table():
+    text = next(d.read_text() for d in sorted((ROOT / "docs" / "guides").glob("*.md")) if QUOTE.search(d.read_text()))
+    path, body = QUOTE.search(text).groups()
+    line = next(l for l in body.splitlines() if re.search(r"\d\.\d{3}", l))
+    stale = text.replace(line, re.sub(r"(\d\.\d{3})", lambda m: f"{float(m.group(1)) + 0.001:.3f}", line, count=1), 1)
+    assert stale_quotes(stale) == [f"{path}: the quote differs from the committed file (python docs/quotes.py)"]

@@ -1,0 +1,21 @@
+"""Refresh the results a guide or README quotes: every block between `<!-- quote: PATH -->` and `<!-- end quote -->`
+in README.md and docs/guides/*.md becomes the committed file PATH again (tests/test_readme_figures.py checks them).
+
+    python docs/quotes.py
+"""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUOTE = re.compile(r"(<!-- quote: (\S+) -->\n)(.*?)(<!-- end quote -->)", re.S)
+
+
+def refresh(text: str) -> str:
+    return QUOTE.sub(lambda m: m.group(1) + (ROOT / m.group(2)).read_text() + m.group(4), text)
+
+
+if __name__ == "__main__":
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))]:
+        text = doc.read_text()
+        if refresh(text) != text:
+            doc.write_text(refresh(text)); print(f"refreshed the quotes of {doc.relative_to(ROOT)}")
