@@ -59,7 +59,7 @@ export-check: setup
 
 # ruff (settings in pyproject.toml) on the exported library, the tests and benchmarks/; fix findings in nbs/, not in switch_sae/
 lint: setup
-	$(BIN)/ruff check switch_sae tests tests_interop benchmarks results/figures.py
+	$(BIN)/ruff check switch_sae tests tests_interop benchmarks results/figures.py results/tiny_lm_lb2/why_bias.py
 
 # The notebooks run once, as nbdev_test runs them, and their executed copies (_proc/executed/) are the website's pages.
 test: export-check lint readme-check test-interop

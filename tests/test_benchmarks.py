@@ -15,6 +15,8 @@ TINY = {
     "benchmarks/flop_matched_lr.py": (["--steps", "2", "--threads", "1", "--eval-tokens", "256", "--n-ctxs", "16"], "Switch E=16"),
     # run from a copy in a temporary folder, so that the image it draws is written there, not over the committed one
     "docs/figures.py": (["--only", "image"], "wrote docs/images/switch_sae.png"),
+    "results/tiny_lm_lb2/why_bias.py": (["--steps", "4", "--batch-size", "64", "--eval-tokens", "256", "--n-ctxs", "16",
+                                         "--out", "why_bias.md"], "| bias (bias_rate 1e-3, lb_alpha 0) |"),
 }
 ELSEWHERE = {"results/figures.py": "test_figures_command_writes_its_table"}
 
