@@ -66,7 +66,7 @@ def expert_topk(xc: torch.Tensor, W_enc: torch.Tensor, groups: Groups, expert: t
     E = groups.counts.shape[0]
     M, dt = W_enc.shape[0] // E, _compute_dtype(xc)
     with torch.autocast(xc.device.type, enabled=False):
-        W = W_enc.to(dt).view(E, M, -1).transpose(1, 2)                            # [E, d, M], no copy in float32
+        W = W_enc.to(dt).view(E, M, -1).transpose(1, 2)                            # [E, d, M], no copy unless autocast casts
         pre = grouped_matmul(xc.to(dt)[groups.order], W, groups.counts, backend)    # [B, M], tokens sorted by expert
         vals, j = pre.topk(k, dim=-1, sorted=False)
         if k_aux:

@@ -13,7 +13,7 @@ from .topk import SAEBase, TopKSAE
 from .switch import SwitchSAE
 
 # %% auto 0
-__all__ = ['build_sae', 'lr_factor', 'make_optimizer', 'NonFiniteError', 'Trainer', 'MODEL_FIELDS', 'RUN_FILES', 'keep_freed_memory', 'health_warnings', 'optimizer_tensors', 'trainer_files', 'stream_state', 'save_checkpoint', 'drop_stream_state', 'checkpoints', 'check_resumable', 'restore_trainer_state', 'load_checkpoint', 'remove_unfinished', 'latest_checkpoint', 'prepare_out_dir', 'train', 'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
+__all__ = ['build_sae', 'lr_factor', 'make_optimizer', 'NonFiniteError', 'Trainer', 'MODEL_FIELDS', 'RUN_FILES', 'RUN_OUTPUTS', 'keep_freed_memory', 'health_warnings', 'optimizer_tensors', 'trainer_files', 'stream_state', 'save_checkpoint', 'drop_stream_state', 'checkpoints', 'check_resumable', 'restore_trainer_state', 'load_checkpoint', 'remove_unfinished', 'latest_checkpoint', 'prepare_out_dir', 'train', 'BatchTooLargeError', 'fitting_batch_size', 'out_of_memory_error']
 
 # %% ../nbs/07_train.ipynb
 def build_sae(cfg: SwitchSAEConfig) -> SAEBase:
@@ -391,6 +391,9 @@ def latest_checkpoint(out, cfg: Optional[SwitchSAEConfig] = None, model: Optiona
 
 # %% ../nbs/07a_long_runs.ipynb 37
 RUN_FILES = ("cfg.json", "model.safetensors", "shards.json", "metrics.json", "history.jsonl", "checkpoints")
+# everything a run may write into its folder (07a, 09_report, 16a_run): --overwrite removes these, and only these
+RUN_OUTPUTS = RUN_FILES + ("data.json", "eval.json", "report.md", "training.png", "expert_load.png", "lm_eval.png", "wandb.json",
+                           "wandb", "config.toml", "config.yaml", "config.yml", "config.json")
 
 def prepare_out_dir(out, resume: bool = False, overwrite: bool = False) -> Path:
     "Create `out`, refusing one that holds another run unless resuming or overwriting."
@@ -401,7 +404,7 @@ def prepare_out_dir(out, resume: bool = False, overwrite: bool = False) -> Path:
         if not overwrite:
             raise FileExistsError(f"output folder {out} already holds a run ({', '.join(held)}). Choose a new --out, "
                                   f"pass --resume to continue that run, or --overwrite to replace it.")
-        for f in held:
+        for f in [f for f in RUN_OUTPUTS if (out / f).exists()]:
             p = out / f
             if p.is_dir(): shutil.rmtree(p)
             else: p.unlink()

@@ -34,6 +34,10 @@ def test_yaml_and_json_configs_and_overrides(tmp_path):
         assert json.loads((out / "data.json").read_text())["synthetic"]["noise"] == 0.1
         assert (out / f"config.{fmt}").exists() and not (out / "config.toml").exists()
         assert read_config_file(out / f"config.{fmt}")["steps"] == 30
+    # --overwrite replaces the whole run: no config.yaml of the run before beside the new run's config.toml
+    run_cli("train", "--out", str(tmp_path / "yaml"), "--overwrite", "--data", "synthetic", "--steps", "5", "--d-in", "32",
+            "--n-latents", "128", "--n-experts", "4", "--eval-tokens", "256", "--device", "cpu", "--no-progress")
+    assert (tmp_path / "yaml" / "config.toml").exists() and not (tmp_path / "yaml" / "config.yaml").exists()
 
 
 def test_bad_config_is_refused_by_name(tmp_path):
