@@ -1,5 +1,5 @@
 """Refresh the results a guide or README quotes: every block between `<!-- quote: PATH -->` and `<!-- end quote -->`
-in README.md and docs/guides/*.md becomes the committed file PATH again (tests/test_readme_figures.py checks them).
+in README.md, docs/guides/*.md and results/*/README.md becomes the committed file PATH again (tests/test_readme_figures.py checks them).
 
     python docs/quotes.py
 """
@@ -15,7 +15,7 @@ def refresh(text: str) -> str:
 
 
 if __name__ == "__main__":
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))]:
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md")), *sorted((ROOT / "results").glob("*/README.md"))]:
         text = doc.read_text()
         if refresh(text) != text:
             doc.write_text(refresh(text)); print(f"refreshed the quotes of {doc.relative_to(ROOT)}")

@@ -60,7 +60,7 @@ def test_readme_images_are_committed():
         assert (ROOT / ref).exists(), f"README shows {ref}, which is not in the repository"
 
 
-# A guide or README quotes a committed file between `<!-- quote: PATH -->` and `<!-- end quote -->` (a results table
+# A guide, README or a results folder's README quotes a committed file between `<!-- quote: PATH -->` and `<!-- end quote -->` (a results table
 # written by `plot_sweep`): the quote must be the file, byte for byte, so a rerun that changes the file shows here.
 QUOTE = re.compile(r"<!-- quote: (\S+) -->\n(.*?)<!-- end quote -->", re.S)
 
@@ -75,10 +75,10 @@ def stale_quotes(text: str) -> list:
 
 
 def test_quoted_results_are_the_committed_files():
-    docs = [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))]
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md")), *sorted((ROOT / "results").glob("*/README.md"))]
     quoted = {d.name: QUOTE.findall(d.read_text()) for d in docs}
     assert any(quoted.values()), "no guide quotes a results table any more: keep the check or drop it"
-    bad = [f"{d.name}: {m}" for d in docs for m in stale_quotes(d.read_text())]
+    bad = [f"{d.relative_to(ROOT)}: {m}" for d in docs for m in stale_quotes(d.read_text())]
     assert not bad, "\n".join(bad)
 
 
