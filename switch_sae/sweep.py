@@ -939,20 +939,19 @@ def _write_verdicts(out: Path, csv_path, v: Dict[str, str], written: List[str]) 
 def _cell(v, fmt: str) -> str: return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
 def repro_table(rows: List[dict]) -> str:
-    "A reproduction's full-length runs as a markdown table (one row a run), from the CSV's numbers alone."
+    "A reproduction's full-length runs as a markdown table (one row a run), from rows as `_num(rows, *_NUM)` makes them."
     order = {"baseline": 0, "flop": 1, "width": 2}
-    runs = sorted([r for r in rows if r["phase"] != "lr-sweep"], key=lambda r: (r["k"], order.get(r["matching"], 3), r["n_experts"],
-                                                                                  -_num([r], "auxk_alpha")[0]["auxk_alpha"], r["lr"]))
+    runs = sorted([r for r in rows if r["phase"] != "lr-sweep"],
+                  key=lambda r: (r["k"], order.get(r["matching"], 3), r["n_experts"], -r["auxk_alpha"], r["lr"]))
     head = ["model", "N", "E", "k", "AuxK", "lr", "lr inside its grid", "MSE", "loss recovered", "dead, training", "dead, held-out", "CPU s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         name = "TopK" if r["arch"] == "topk" else f"Switch, {r['matching']}-matched"
-        inside = {1.0: "yes", 0.0: "no"}.get(r.get("lr_bracketed"), "-")
-        held = r.get("dead_frac_heldout", float("nan"))
-        held = r["dead_frac"] if isinstance(held, float) and math.isnan(held) else held
+        inside = {1.0: "yes", 0.0: "no"}.get(r["lr_bracketed"], "-")
+        held = r["dead_frac"] if math.isnan(r["dead_frac_heldout"]) else r["dead_frac_heldout"]   # older CSVs: dead_frac only
         cells = [name, _cell(r["n_latents"], "{:.0f}"), _cell(r["n_experts"], "{:.0f}"), _cell(r["k"], "{:.0f}"),
-                 _cell(r.get("auxk_alpha"), "{:.4g}"), _cell(r["lr"], "{:.3g}"), inside, _cell(r["mse"], "{:.3f}"),
-                 _cell(r["ce_loss_recovered"], "{:.4f}"), _cell(r.get("dead_frac_train"), "{:.1%}"), _cell(held, "{:.1%}"),
+                 _cell(r["auxk_alpha"], "{:.4g}"), _cell(r["lr"], "{:.3g}"), inside, _cell(r["mse"], "{:.3f}"),
+                 _cell(r["ce_loss_recovered"], "{:.4f}"), _cell(r["dead_frac_train"], "{:.1%}"), _cell(held, "{:.1%}"),
                  _cell(r["train_cpu_seconds"], "{:.0f}")]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"

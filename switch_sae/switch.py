@@ -238,18 +238,13 @@ def route_slots(x: torch.Tensor, W_router: torch.Tensor, b_router: torch.Tensor,
     return Slots(expert, gate, probs)
 
 # %% ../nbs/05d_switch_engineering.ipynb 25
-@torch.compiler.disable
 def slots_topk(xc: torch.Tensor, W_enc: torch.Tensor, groups, expert: torch.Tensor, k: int, backend: str, gate: torch.Tensor):
     "TopK of `xc` [B, d] among the latents of each token's S experts `expert` [B, S], ranked by pre-activation x `gate` [B, S]."
-    E, (B, S) = groups.counts.shape[0], expert.shape
-    M, dt = W_enc.shape[0] // E, _compute_dtype(xc)
-    with torch.autocast(xc.device.type, enabled=False):
-        W = W_enc.to(dt).view(E, M, -1).transpose(1, 2)                          # [E, d, M]
-        rows = xc.to(dt).repeat_interleave(S, 0)                                   # pair b*S + s is token b, slot s
-        pre = grouped_matmul(rows[groups.order], W, groups.counts, backend)[groups.inverse].view(B, S * M)
-        _, j = (pre * gate.detach().to(dt).repeat_interleave(M, 1)).topk(k, dim=-1, sorted=False)
-        vals = pre.gather(1, j)
-    return vals.to(xc.dtype), expert.gather(1, torch.div(j, M, rounding_mode="floor")) * M + j % M
+    (B, S), M = expert.shape, W_enc.shape[0] // groups.counts.shape[0]
+    vals, idx = expert_topk(xc.repeat_interleave(S, 0), W_enc, groups, expert.reshape(-1), M, backend)  # pair b*S + s: all M latents
+    vals, idx = vals.view(B, S * M), idx.view(B, S * M)                                                 # slots side by side
+    _, j = (vals * gate.detach().to(vals.dtype).repeat_interleave(M, 1)).topk(k, dim=-1, sorted=False)
+    return vals.gather(1, j), idx.gather(1, j)
 
 @patch
 def encode_variants(self: SwitchSAE, x: torch.Tensor) -> EncoderOutput:

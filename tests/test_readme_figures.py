@@ -3,7 +3,7 @@
 
 Catches: a README number typed in or left stale after `make figures` reran (planted: README's FVE changed by
 0.001 -> fails naming the cell), a figure README names that is not committed."""
-import json, re
+import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,14 +60,16 @@ def test_readme_images_are_committed():
         assert (ROOT / ref).exists(), f"README shows {ref}, which is not in the repository"
 
 
-# A guide, README or a results folder's README quotes a committed file between `<!-- quote: PATH -->` and `<!-- end quote -->` (a results table
-# written by `plot_sweep`): the quote must be the file, byte for byte, so a rerun that changes the file shows here.
-QUOTE = re.compile(r"<!-- quote: (\S+) -->\n(.*?)<!-- end quote -->", re.S)
+# A guide, README or a results folder's README quotes a committed file between `<!-- quote: PATH -->` and
+# `<!-- end quote -->` (a results table written by `plot_sweep`): the quote must be the file, byte for byte, so a
+# rerun that changes the file shows here.
+sys.path.insert(0, str(ROOT / "docs"))
+import quotes  # noqa: E402  (docs/quotes.py: the quote markers, the documents that may hold them, the refresh)
 
 
 def stale_quotes(text: str) -> list:
     bad = []
-    for path, body in QUOTE.findall(text):
+    for path, body in quotes.quoted(text):
         f = ROOT / path
         if not f.exists(): bad.append(f"{path}: quoted but not committed")
         elif f.read_text() != body: bad.append(f"{path}: the quote differs from the committed file (python docs/quotes.py)")
@@ -75,16 +77,15 @@ def stale_quotes(text: str) -> list:
 
 
 def test_quoted_results_are_the_committed_files():
-    docs = [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md")), *sorted((ROOT / "results").glob("*/README.md"))]
-    quoted = {d.name: QUOTE.findall(d.read_text()) for d in docs}
-    assert any(quoted.values()), "no guide quotes a results table any more: keep the check or drop it"
+    docs = quotes.documents()
+    assert any(quotes.quoted(d.read_text()) for d in docs), "no guide quotes a results table any more: keep the check or drop it"
     bad = [f"{d.relative_to(ROOT)}: {m}" for d in docs for m in stale_quotes(d.read_text())]
     assert not bad, "\n".join(bad)
 
 
 def test_the_quote_check_sees_a_stale_table():
-    text = next(d.read_text() for d in sorted((ROOT / "docs" / "guides").glob("*.md")) if QUOTE.search(d.read_text()))
-    path, body = QUOTE.search(text).groups()
+    text = next(d.read_text() for d in sorted((ROOT / "docs" / "guides").glob("*.md")) if quotes.quoted(d.read_text()))
+    path, body = quotes.quoted(text)[0]
     line = next(l for l in body.splitlines() if re.search(r"\d\.\d{3}", l))
     stale = text.replace(line, re.sub(r"(\d\.\d{3})", lambda m: f"{float(m.group(1)) + 0.001:.3f}", line, count=1), 1)
     assert stale_quotes(stale) == [f"{path}: the quote differs from the committed file (python docs/quotes.py)"]
